@@ -1,0 +1,58 @@
+"""The ``tm23-sweep`` command line (typer + rich).
+
+Every command group lives in its own module and imports heavy libraries lazily,
+so that ``tm23-sweep --help`` answers at once. Bad input of any kind ends as one
+line on stderr, ``error: <file>: <field>: <reason>``, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sweep.errors import InputError
+
+app = typer.Typer(
+    name="tm23-sweep",
+    help="The TM23 force-field benchmark as Ray Tune sweeps tracked in MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from sweep.cli import data as data_cli
+
+    app.add_typer(data_cli.app, name="data")
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tm23-sweep`` console script."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except InputError as exc:
+        print(f"error: {exc.line()}", file=sys.stderr)
+        return 2
+    except (typer.Exit, SystemExit) as exc:  # typer.Exit from commands, SystemExit from click
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        return int(code or 0)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
