@@ -31,9 +31,10 @@ def generate(
     seed: Annotated[int, typer.Option(help="Seed: same seed, same bytes.")] = 0,
 ) -> None:
     """Write a mini TM23 archive in the real layout, labelled by published classical potentials."""
+    symbols = _elements(elements)
     from sweep.data.generate import generate_archive
 
-    collection = generate_archive(out, _elements(elements), frames_per_temperature=frames_per_temperature,
+    collection = generate_archive(out, symbols, frames_per_temperature=frames_per_temperature,
                                   seed=seed, progress=True)
     console.print(f"wrote {collection}")
 

@@ -176,8 +176,7 @@ def validate_frames(path: Path, frames: list[Atoms], element: str,
 def iter_trajectory(contents: ArchiveContents, element: str, temperature: str
                     ) -> Iterator[tuple[str, Path, list[ValidatedFrame], LabelConvention]]:
     """Yield ``(split, file, frames, convention)`` for the train then the test file of one trajectory."""
-    convention = None
     for split in SPLITS:
         path = contents.per_temperature[(element, temperature, split)]
-        frames, convention = validate_frames(path, read_extxyz(path), element, convention)
+        frames, convention = validate_frames(path, read_extxyz(path), element)
         yield split, path, frames, convention
