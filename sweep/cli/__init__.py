@@ -24,8 +24,12 @@ app = typer.Typer(
 
 def _register() -> None:
     from sweep.cli import data as data_cli
+    from sweep.cli import demo as demo_cli
+    from sweep.cli import train as train_cli
 
     app.add_typer(data_cli.app, name="data")
+    app.command(name="train")(train_cli.train)
+    app.command(name="demo")(demo_cli.demo)
 
 
 _register()
