@@ -23,12 +23,18 @@ app = typer.Typer(
 
 
 def _register() -> None:
+    from sweep.cli import analysis as analysis_cli
     from sweep.cli import data as data_cli
     from sweep.cli import demo as demo_cli
+    from sweep.cli import pipeline as pipeline_cli
+    from sweep.cli import sweeps as sweeps_cli
     from sweep.cli import train as train_cli
 
     app.add_typer(data_cli.app, name="data")
     app.command(name="train")(train_cli.train)
+    app.add_typer(sweeps_cli.app)  # run, resume, ui
+    app.command(name="pipeline")(pipeline_cli.pipeline)
+    app.add_typer(analysis_cli.app)  # exponents, export, report
     app.command(name="demo")(demo_cli.demo)
 
 

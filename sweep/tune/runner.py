@@ -1,0 +1,325 @@
+"""Run, and resume, a sweep: a search space on a frame store, as one Ray Tune experiment.
+
+A sweep lives in ``<runs root>/<name>/``: Tune's experiment folder (``storage_path``
+is the runs root, ``name`` the sweep's name) plus this project's files::
+
+    sweep.json     the space's digest, the store, when it was created
+    space.yaml     the space as it was when the sweep was created (``resume`` reads it)
+    ledger/ work/  see :mod:`sweep.tune.ledger`
+    driver.json    the last driver, for clean-up after a kill (:mod:`sweep.tune.processes`)
+
+The MLflow tracking store defaults to ``sqlite:///<runs root>/mlruns.db`` (set
+``MLFLOW_TRACKING_URI`` to use a server); each sweep is one experiment of that name.
+Re-running :func:`run_sweep` with the same name, or :func:`resume_sweep`, continues
+the sweep through ``Tuner.restore``; the ledger makes sure that no finished
+configuration trains again and the MLflow run of each configuration is reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from sweep.errors import InputError
+from sweep.io import atomic_write_json, atomic_write_text
+from sweep.tune.ledger import Ledger, LedgerRecord, WORK_DIR
+from sweep.tune.space import LoadedSpace, load_space, parse_space, resolve_space_path
+
+RUNS_ENV = "TM23_RUNS_DIR"
+SWEEP_FILE = "sweep.json"
+SPACE_COPY = "space.yaml"
+ARTIFACTS_DIR = "mlartifacts"
+
+log = logging.getLogger(__name__)
+
+
+def runs_root(runs_dir: str | Path | None = None) -> Path:
+    """The runs root: ``runs_dir``, else ``$TM23_RUNS_DIR``, else ``./runs`` (absolute)."""
+    chosen = runs_dir or os.environ.get(RUNS_ENV) or "runs"
+    return Path(chosen).expanduser().absolute()
+
+
+class SweepInfo(BaseModel):
+    """``sweep.json``: what a sweep folder belongs to."""
+
+    name: str
+    space_source: str
+    space_digest: str
+    store: str
+    created: float
+    tracking_uri: str
+
+
+@dataclass
+class SweepSummary:
+    """What a finished (or interrupted) driver run leaves: ledger records and trial outcomes."""
+
+    name: str
+    sweep_dir: Path
+    total: int
+    records: list[LedgerRecord]
+    trial_status: dict[str, str]
+    errors: dict[str, str]
+    tracking_uri: str
+    experiment_id: str
+    wall_s: float
+    timings: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Trials of the space without a ledger record (not run yet, interrupted or failed).
+    unfinished: int = 0
+    metric: str = "val_forces_mae"
+    mode: str = "min"
+
+    @property
+    def complete(self) -> bool:
+        """Every configuration of the space is in the ledger and no trial failed."""
+        return not self.errors and self.unfinished == 0
+
+    def best(self) -> dict[str, LedgerRecord]:
+        """The best ledger record of each group (model/element/task)."""
+        sign = 1.0 if self.mode == "min" else -1.0
+        out: dict[str, LedgerRecord] = {}
+        for r in self.records:
+            key = f"{r.model}/{r.element}/{r.task}"
+            value = r.metrics.get(self.metric)
+            if value is None:
+                continue
+            if key not in out or sign * value < sign * out[key].metrics[self.metric]:
+                out[key] = r
+        return out
+
+
+def run_sweep(space: str | Path, store: str, name: str | None = None, runs_dir: str | Path | None = None,
+              address: str | None = None, num_cpus: int | None = None, live: bool | None = None,
+              mlflow_retry_s: float = 60.0) -> SweepSummary:
+    """Start the sweep of ``space`` on ``store`` as ``name`` (default: the space's file stem), or continue it."""
+    path = resolve_space_path(space)
+    loaded = load_space(path)
+    check_store(loaded, _norm_store(store))
+    root = runs_root(runs_dir)
+    name = _check_name(name or path.stem, path)
+    sweep_dir = root / name
+    info_path = sweep_dir / SWEEP_FILE
+    if info_path.exists() and _started(sweep_dir):
+        info = SweepInfo.model_validate_json(info_path.read_text())
+        if info.space_digest != loaded.digest:
+            raise InputError(path, "name", f"sweep {name!r} in {root} was started from another space "
+                                           f"({info.space_source}); resume it with `tm23-sweep resume {name}` "
+                                           "or choose another --name")
+        if _norm_store(info.store) != _norm_store(store):
+            raise InputError(store, "store", f"sweep {name!r} was started on store {info.store}")
+    else:  # new, or created but never started (say, refused for its resources): (re)define it
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(sweep_dir / SPACE_COPY, loaded.text)
+        atomic_write_json(info_path, SweepInfo(name=name, space_source=str(path.absolute()), space_digest=loaded.digest,
+                                               store=_norm_store(store), created=time.time(),
+                                               tracking_uri=_tracking(root)).model_dump())
+    return _execute(loaded, _norm_store(store), root, name, address, num_cpus, live, mlflow_retry_s)
+
+
+def _started(sweep_dir: Path) -> bool:
+    """Whether Tune or a trial has written anything in the sweep folder yet."""
+    return any(sweep_dir.glob("experiment_state-*.json")) or (sweep_dir / "ledger").is_dir() \
+        or (sweep_dir / WORK_DIR).is_dir()
+
+
+def resume_sweep(name: str, runs_dir: str | Path | None = None, store: str | None = None,
+                 address: str | None = None, num_cpus: int | None = None, live: bool | None = None,
+                 mlflow_retry_s: float = 60.0) -> SweepSummary:
+    """Continue sweep ``name`` from its folder: its own copy of the space, its store."""
+    root = runs_root(runs_dir)
+    sweep_dir = root / name
+    info_path = sweep_dir / SWEEP_FILE
+    if not info_path.exists():
+        known = sorted(p.parent.name for p in root.glob(f"*/{SWEEP_FILE}")) if root.is_dir() else []
+        raise InputError(sweep_dir, "name", f"no sweep {name!r} in {root}"
+                                            + (f" (present: {', '.join(known)})" if known else ""))
+    info = SweepInfo.model_validate_json(info_path.read_text())
+    loaded = parse_space((sweep_dir / SPACE_COPY).read_text(), str(sweep_dir / SPACE_COPY))
+    check_store(loaded, _norm_store(store or info.store))
+    return _execute(loaded, _norm_store(store or info.store), root, name, address, num_cpus, live, mlflow_retry_s)
+
+
+def check_store(loaded: LoadedSpace, store_uri: str):
+    """Open the store and check that it has every element the space uses (before Ray starts)."""
+    from sweep.data.store import FrameStore
+
+    store = FrameStore.open(store_uri)
+    missing = [e for e in loaded.elements() if e not in store.elements()]
+    if missing:
+        raise InputError(store_uri, "element", f"{', '.join(missing)} not in the store "
+                                               f"(present: {', '.join(store.elements()) or 'none'})")
+    return store
+
+
+def _check_name(name: str, source: Path) -> str:
+    if not name or "/" in name or name.startswith(".") or name in (WORK_DIR, ARTIFACTS_DIR):
+        raise InputError(source, "name", f"unusable sweep name {name!r}")
+    return name
+
+
+def _norm_store(store: str | Path) -> str:
+    text = str(store)
+    return text if "://" in text else str(Path(text).absolute())
+
+
+def _tracking(root: Path) -> str:
+    from sweep.integrations.mlflow import tracking_uri
+
+    return tracking_uri(root)
+
+
+def _execute(loaded: LoadedSpace, store_uri: str, root: Path, name: str, address: str | None,
+             num_cpus: int | None, live: bool | None, mlflow_retry_s: float) -> SweepSummary:
+    from sweep.tune.processes import DriverLock, kill_leftovers, record_driver
+
+    sweep_dir = root / name
+    if address is not None and num_cpus is not None:
+        raise InputError("--num-cpus", "num_cpus", "only for a local Ray instance; a cluster has its own CPUs")
+    with DriverLock(sweep_dir):
+        killed = kill_leftovers(sweep_dir)
+        if killed:
+            log.warning("killed %d processes left by the previous driver of %s", len(killed), name)
+        started = time.time()
+        import ray
+
+        started_ray = False
+        if not ray.is_initialized():
+            _quiet_ray()
+            # "local": a fresh instance of our own, even when `ray start` left one running here
+            ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
+                     include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+            started_ray = address is None
+        try:
+            if started_ray:
+                record_driver(sweep_dir, started_ray=True)
+            return _fit(loaded, store_uri, root, name, live, mlflow_retry_s, started)
+        finally:
+            if started_ray or address is not None:
+                ray.shutdown()
+
+
+def _quiet_ray() -> None:
+    # Tune's console output would fight the live table: the old output path with
+    # RunConfig(verbose=0) prints nothing (the new one still prints a header); Tune's
+    # result files stay complete. Restore warns about every trial without results yet.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+
+
+def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool | None,
+         mlflow_retry_s: float, started: float) -> SweepSummary:
+    import ray
+    from ray import tune
+
+    from sweep.integrations.mlflow import ensure_experiment, flush_pending, tracking_uri
+    from sweep.tune.data import ElementTable
+    from sweep.tune.progress import SweepProgress
+    from sweep.tune.resources import check_feasible, cluster_nodes
+    from sweep.tune.search import build_search
+    from sweep.tune.trainable import StoppedTrials, SweepContext, run_trial
+
+    sweep_dir = root / name
+    requests = check_feasible(loaded, cluster_nodes())
+    store = check_store(loaded, store_uri)
+    # Each element's frames enter the object store once; every trial of it gets the reference.
+    tables = {element: ray.put(ElementTable.read(store, element)) for element in loaded.elements()}
+
+    uri = tracking_uri(root)
+    experiment_id = ensure_experiment(uri, name, root / ARTIFACTS_DIR)
+    flush_pending(sweep_dir / WORK_DIR)
+    context = SweepContext(name=name, sweep_dir=str(sweep_dir), tracking_uri=uri, experiment_id=experiment_id,
+                           loaded=loaded, resources=requests, mlflow_retry_s=mlflow_retry_s)
+    factories = {i: r.factory() for i, r in requests.items()}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=context, tables=tables),
+                                    resources=lambda config: factories[config["spec"]["study"]])
+
+    search_alg, param_space, scheduler, num_samples = build_search(loaded)
+    progress = SweepProgress(loaded, name, live=live)
+    # A driver killed between writing tuner.pkl and Tune's first snapshot leaves nothing to
+    # restore (Tune would log a traceback and start over anyway): start over cleanly.
+    if tune.Tuner.can_restore(str(sweep_dir)) and any(sweep_dir.glob("experiment_state-*.json")):
+        # tuner.pkl keeps no param space: give it again, or trials not yet generated lose it
+        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space or None)
+        restored = SweepProgress.current(name)  # unpickled from tuner.pkl; this run's choice of view
+        if restored is not None and restored is not progress:
+            restored.force_live = live
+            restored._init_view()
+            progress = restored
+    else:
+        space = loaded.space
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=space.metric, mode=space.mode, search_alg=search_alg, scheduler=scheduler,
+                num_samples=num_samples, max_concurrent_trials=space.search.max_concurrent_trials,
+                reuse_actors=True, trial_dirname_creator=lambda trial: trial.trial_id,
+            ),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(root), verbose=0,
+                callbacks=[progress, StoppedTrials(str(sweep_dir), uri, experiment_id)],
+                failure_config=tune.FailureConfig(max_failures=space.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    results = tuner.fit()
+    flush_pending(sweep_dir / WORK_DIR)
+    status, errors = _trial_outcomes(results)
+    ledger = Ledger(sweep_dir)
+    # a trial is done when its configuration is in the ledger (twins share one record)
+    done = sum(1 for r in results if (r.metrics or {}).get("config_hash") and ledger.get(r.metrics["config_hash"]))
+    unfinished = max(0, loaded.total_trials() - done)
+    close_orphan_runs(uri, experiment_id, ledger, running_hashes=set())
+    return SweepSummary(name=name, sweep_dir=sweep_dir, total=loaded.total_trials(), records=ledger.records(),
+                        trial_status=status, errors=errors, tracking_uri=uri, experiment_id=experiment_id,
+                        wall_s=time.time() - started, timings=dict(progress.timings), unfinished=unfinished,
+                        metric=loaded.space.metric, mode=loaded.space.mode)
+
+
+def _trial_outcomes(results) -> tuple[dict[str, str], dict[str, str]]:
+    status, errors = {}, {}
+    for result in results:
+        trial_id = Path(result.path).name
+        status[trial_id] = "ERROR" if result.error else "TERMINATED"
+        if result.error:
+            errors[trial_id] = str(Path(result.path) / "error.txt")
+    return status, errors
+
+
+def close_orphan_runs(uri: str, experiment_id: str, ledger: Ledger, running_hashes: set[str]) -> int:
+    """End MLflow runs left RUNNING by killed trials that will not come back; returns how many.
+
+    A run whose configuration is in the ledger is closed ``FINISHED``; any other one
+    (say, a TPE suggestion lost with the driver) ``KILLED``. Runs of ``running_hashes`` stay.
+    """
+    from sweep.integrations.mlflow import client, find_runs
+
+    closed = 0
+    try:
+        runs = find_runs(uri, experiment_id)
+    except Exception as exc:  # tracking store down: nothing to reconcile now
+        log.warning("could not list MLflow runs (%s)", exc)
+        return 0
+    for run in runs:
+        digest = run.data.tags.get("config_hash")
+        if run.info.status != "RUNNING" or digest in running_hashes:
+            continue
+        done = ledger.get(digest) if digest else None
+        client(uri).set_terminated(run.info.run_id, status="FINISHED" if done else "KILLED")
+        closed += 1
+    return closed
+
+
+def sweep_names(runs_dir: str | Path | None = None) -> list[str]:
+    """Sweeps present under the runs root."""
+    root = runs_root(runs_dir)
+    return sorted(p.parent.name for p in root.glob(f"*/{SWEEP_FILE}")) if root.is_dir() else []
+
+
+__all__ = ["SweepSummary", "close_orphan_runs", "resume_sweep", "run_sweep", "runs_root", "sweep_names"]

@@ -1,0 +1,104 @@
+"""From a space to Tune: per-group Optuna searches and per-group ASHA, without a cluster."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.variant_generator import generate_variants
+
+from sweep.tune.search import GroupedScheduler, GroupedSearcher, build_search, group_key, variant_param_space
+from sweep.tune.space import parse_space
+
+SPACE = """
+elements: [Cu, Ti]
+task: full
+search: {{algorithm: {algorithm}, num_samples: {n}, seed: 3}}
+scheduler: {{kind: {scheduler}, grace_period: 1, reduction_factor: 2, max_t: 10}}
+studies:
+  - model: nequip
+    params:
+      l_max: {{{kind}: [0, 1, 2]}}
+      learning_rate: {{{kind}: [0.01, 0.005]}}
+      max_epochs: 2
+"""
+
+
+def _space(algorithm="optuna-grid", n=1, scheduler="none", kind="grid"):
+    return parse_space(SPACE.format(algorithm=algorithm, n=n, scheduler=scheduler, kind=kind), "s.yaml")
+
+
+def _drain(searcher: GroupedSearcher) -> list[dict]:
+    configs, i = [], 0
+    while True:
+        config = searcher.suggest(f"t{i}")
+        if config == Searcher.FINISHED:
+            return configs
+        configs.append(config)
+        searcher.on_trial_complete(f"t{i}", {"val_forces_mae": float(i)})
+        i += 1
+
+
+def test_optuna_grid_covers_each_group_exactly_once():
+    loaded = _space("optuna-grid")
+    configs = _drain(GroupedSearcher(loaded))
+    assert len(configs) == loaded.total_trials() == 2 * 6
+    per_group = Counter(group_key(c) for c in configs)
+    assert per_group == {"nequip/Cu/full": 6, "nequip/Ti/full": 6}
+    points = {(group_key(c), c["spec"]["params"]["l_max"], c["spec"]["params"]["learning_rate"]) for c in configs}
+    assert len(points) == 12  # every grid point of every element, none twice
+    # round-robin: the elements advance together
+    assert [c["spec"]["element"] for c in configs[:4]] == ["Cu", "Ti", "Cu", "Ti"]
+
+
+def test_tpe_spends_num_samples_per_group_and_survives_save_restore(tmp_path):
+    loaded = _space("tpe", n=4, kind="choice")
+    searcher = GroupedSearcher(loaded)
+    first = [searcher.suggest(f"a{i}") for i in range(3)]
+    for i in range(3):
+        searcher.on_trial_complete(f"a{i}", {"val_forces_mae": 1.0 + i})
+    searcher.save(str(tmp_path / "s.pkl"))
+    restored = GroupedSearcher(loaded)
+    restored.restore(str(tmp_path / "s.pkl"))
+    rest = _drain(restored)
+    assert len(first) + len(rest) == 8
+    assert Counter(group_key(c) for c in first + rest) == {"nequip/Cu/full": 4, "nequip/Ti/full": 4}
+
+
+def test_variant_space_expands_per_element_grids():
+    loaded = _space("grid")
+    variants = [spec for _, spec in generate_variants(variant_param_space(loaded))]
+    assert len(variants) == loaded.total_trials() == 12
+    seen = {(v["spec"]["element"], v["spec"]["params"]["l_max"], v["spec"]["params"]["learning_rate"]) for v in variants}
+    assert len(seen) == 12
+    search_alg, space, scheduler, num_samples = build_search(loaded)
+    assert space and scheduler is None and num_samples == 1
+
+
+def _trial(element: str, n: int) -> Trial:
+    config = {"spec": {"study": 0, "model": "nequip", "element": element, "task": "full", "params": {}}}
+    return Trial("run_trial", config=config, stub=True, trial_id=f"{element}{n}")
+
+
+def test_asha_compares_trials_only_within_their_group():
+    loaded = _space("grid", scheduler="asha")
+    _, _, scheduler, _ = build_search(loaded)
+    assert isinstance(scheduler, GroupedScheduler)
+    cu = [_trial("Cu", i) for i in range(4)]
+    ti = [_trial("Ti", i) for i in range(4)]
+    for t in cu + ti:
+        scheduler.on_trial_add(None, t)
+    decisions = {}
+    # Ti is much harder than Cu: one ASHA over both would stop every Ti trial
+    for k, t in enumerate(cu):
+        decisions[t.trial_id] = scheduler.on_trial_result(None, t, {"training_iteration": 1,
+                                                                    "val_forces_mae": 10.0 + k})
+    for k, t in enumerate(ti):
+        decisions[t.trial_id] = scheduler.on_trial_result(None, t, {"training_iteration": 1,
+                                                                    "val_forces_mae": 100.0 + k})
+    assert decisions["Ti0"] == TrialScheduler.CONTINUE  # best of its own group
+    assert decisions["Ti3"] == TrialScheduler.STOP
+    assert decisions["Cu3"] == TrialScheduler.STOP
+    assert set(scheduler._by_group) == {"nequip/Cu/full", "nequip/Ti/full"}
