@@ -1,0 +1,320 @@
+"""The FLARE trainer on real mir-flare 1.4.0 and EMT Cu frames: fit, variants, persistence, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from ase.neighborlist import neighbor_list
+
+from sweep.errors import InputError
+from sweep.metrics import score
+from sweep.trainers import TrainContext, get_trainer
+from sweep.trainers import flare as fl
+from tests.conftest import emt_frames
+
+#: Small but real settings: 63-dim B2, ~100 sparse environments, a few seconds per training.
+SMALL = dict(r_cut=4.5, n_max=6, l_max=2, sparse_per_frame=10, block_size=4, optimize_every=8)
+
+
+def _train(frames, val, tmp_path, num_cpus=1, temperature_K=None, reports=None, **overrides):
+    trainer = get_trainer("flare")
+    params = trainer.parse_params({**SMALL, **overrides})
+    context = TrainContext(temperature_K=temperature_K, num_cpus=num_cpus)
+    reporter = (lambda step, m: reports.append((step, dict(m)))) if reports is not None else (lambda s, m: None)
+    model = trainer().train(params, frames, val, reporter, tmp_path, context)
+    return model, context
+
+
+@pytest.fixture(scope="module")
+def b2_model(emt_cu_frames, tmp_path_factory):
+    """One B2, ζ = 2 model on the 12 EMT Cu training frames, with its block reports."""
+    train, test = emt_cu_frames
+    reports = []
+    model, context = _train(train, test[:2], tmp_path_factory.mktemp("b2"), temperature_K=1000.0, reports=reports)
+    return model, reports, context
+
+
+def test_fits_emt_cu_to_a_stated_force_error(b2_model, emt_cu_frames):
+    model, reports, _ = b2_model
+    _, test = emt_cu_frames
+    metrics = score(test, model.predict(test))
+    mean_abs_force = 1e3 * np.mean(np.abs(np.concatenate([f.get_forces().ravel() for f in test])))
+    # Measured: ~25 meV/Å (2.8 %) against a mean |F| of ~890 meV/Å.
+    assert metrics["test_forces_mae"] < 60.0
+    assert metrics["test_forces_mae"] < 0.08 * mean_abs_force
+    assert metrics["test_energy_mae"] < 5.0  # meV/atom
+    assert metrics["test_stress_mae"] < 3.0  # meV/Å³
+    # One report per block of 4 frames, with the validation metrics and the GP's state.
+    assert [step for step, _ in reports] == [4, 8, 12]
+    for _, m in reports:
+        assert {"val_forces_mae", "val_energy_mae", "val_stress_mae", "log_likelihood", "n_sparse"} <= set(m)
+        assert math.isfinite(m["log_likelihood"])
+    assert [m["n_sparse"] for _, m in reports] == [40, 80, 120]
+    assert reports[-1][1]["val_forces_mae"] < reports[0][1]["val_forces_mae"]
+
+
+def test_info_reports_descriptor_size_likelihood_and_hyperparameters(b2_model):
+    model, reports, _ = b2_model
+    info = model.info
+    assert info["n_d"] == info["n_d_eq1"] == (6 + 1) * 6 // 2 * (2 + 1) == 63
+    assert info["n_sparse"] == 120 and info["n_train_frames"] == 12
+    assert info["log_likelihood"] == pytest.approx(reports[-1][1]["log_likelihood"])
+    assert info["n_optimizations"] == 2
+    hyps = info["hyperparameters"]
+    assert all(hyps[k] > 0 for k in ("sigma", "sigma_e", "sigma_f", "sigma_s"))
+    assert info["sigma_f_initial"] == pytest.approx(0.05)  # T = T_ref = 1000 K
+    assert info["train_time_s"] > 0
+
+
+@pytest.mark.parametrize("descriptor,zeta", [("B1", 1), ("B1", 2), ("B2", 1), ("B2", 2)])
+def test_b1_b2_and_both_kernel_powers_train(descriptor, zeta, emt_cu_frames, tmp_path):
+    train, test = emt_cu_frames
+    l_max = 0 if descriptor == "B1" else 2
+    model, _ = _train(train[:8], [], tmp_path, descriptor=descriptor, zeta=zeta, l_max=l_max)
+    assert model.info["n_d"] == fl.descriptor_dimension(descriptor, 6, l_max, 1)
+    metrics = score(test, model.predict(test))
+    # Measured: 3.5-17 % force error across the four; a model that learnt nothing gives 100 %.
+    assert metrics["test_forces_pct"] < 30.0
+    assert model.info["n_sparse"] == 80
+
+
+def test_flares_own_likelihood_gradient_can_be_chosen(emt_cu_frames, tmp_path):
+    train, test = emt_cu_frames
+    model, _ = _train(train[:8], [], tmp_path, likelihood_gradient="flare")
+    assert model.info["n_optimizations"] == 1 and math.isfinite(model.info["log_likelihood"])
+    assert model.info["hyperparameters"]["sigma"] != 2.0  # optimised
+    assert score(test, model.predict(test))["test_forces_pct"] < 10.0  # measured ~4 %
+
+
+@pytest.mark.parametrize("n_max,l_max", [(2, 0), (4, 3), (8, 3)])
+def test_descriptor_dimension_matches_eq1(n_max, l_max, emt_cu_frames):
+    frame = emt_cu_frames[0][0].copy()
+    frame.numbers[:5] = 28  # two species: Ni and Cu
+    spec = fl.DescriptorSpec("B2", 4.5, n_max, l_max, (28, 29))
+    calc = spec.calculator()
+    n_d = spec.structure(frame, calc).descriptors[0].n_descriptors
+    assert n_d == (n_max * 2 + 1) * n_max * 2 // 2 * (l_max + 1) == spec.dimension
+    b1 = fl.DescriptorSpec("B1", 4.5, n_max, 0, (28, 29))
+    assert b1.structure(frame, b1.calculator()).descriptors[0].n_descriptors == n_max * 2 == b1.dimension
+
+
+def test_b1_is_the_l0_single_bond_vector(emt_cu_frames):
+    """B1 derived from FLARE's B2 equals Σ_j T_n(r/r_c)·(r − r_c)²·Y00 computed directly."""
+    frame = emt_cu_frames[0][0]
+    spec = fl.DescriptorSpec("B1", 4.5, 6, 0, (29,))
+    dv = spec.structure(frame, spec.calculator()).descriptors[0]
+    b1 = np.asarray(dv.descriptors[0])[np.argsort(np.asarray(dv.atom_indices[0]).ravel())]
+    i, d = neighbor_list("id", frame, 4.5)
+    terms = np.polynomial.chebyshev.chebvander(d / 4.5, 5) * ((d - 4.5) ** 2 * 0.5 / math.sqrt(math.pi))[:, None]
+    direct = np.zeros((len(frame), 6))
+    np.add.at(direct, i, terms)
+    np.testing.assert_allclose(b1, direct, rtol=1e-12, atol=1e-12 * np.abs(direct).max())
+
+
+@pytest.mark.parametrize("descriptor", ["B1", "B2"])
+def test_forces_and_stress_are_derivatives_of_the_energy(descriptor, emt_cu_frames, tmp_path):
+    train, test = emt_cu_frames
+    model, _ = _train(train[:6], [], tmp_path, descriptor=descriptor, l_max=0 if descriptor == "B1" else 2,
+                      optimize_every=0, optimize_final=False)
+    atoms = test[0]
+    pred = model.predict([atoms])[0]
+    h = 1e-4
+    for atom, comp in [(3, 0), (20, 2)]:
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[atom, comp] += h
+        minus.positions[atom, comp] -= h
+        e_plus, e_minus = (p.energy for p in model.predict([plus, minus]))
+        assert -(e_plus - e_minus) / (2 * h) == pytest.approx(pred.forces[atom, comp], rel=1e-3, abs=1e-4)
+    # ASE sign: stress = (1/V) dE/dε.
+    eps = 1e-5
+    strained = []
+    for sign in (1, -1):
+        s = atoms.copy()
+        s.set_cell(atoms.cell.array @ (np.eye(3) + sign * eps * np.diag([1, 0, 0])), scale_atoms=True)
+        strained.append(s)
+    e_plus, e_minus = (p.energy for p in model.predict(strained))
+    assert (e_plus - e_minus) / (2 * eps) / atoms.get_volume() == pytest.approx(pred.stress[0], rel=1e-3)
+
+
+def test_stress_conversion_round_trips_and_matches_flare():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        s = rng.normal(size=6)
+        np.testing.assert_array_equal(fl.flare_to_ase_stress(fl.ase_to_flare_stress(s)), s)
+        np.testing.assert_array_equal(fl.ase_to_flare_stress(fl.flare_to_ase_stress(s)), s)
+    xx, yy, zz, yz, xz, xy = range(1, 7)
+    # FLARE's OTF: -[xx, xy, xz, yy, yz, zz]; its calculator maps back with -[0, 3, 5, 4, 2, 1].
+    assert list(fl.ase_to_flare_stress([xx, yy, zz, yz, xz, xy])) == [-xx, -xy, -xz, -yy, -yz, -zz]
+
+
+def test_predictions_match_flares_own_calculator(b2_model, emt_cu_frames):
+    """Our prediction (kernel·α and stress conversion) = FLARE's SGP_Calculator on the same SGP."""
+    from flare.bffs.sgp.calculator import SGP_Calculator
+
+    model, _, _ = b2_model
+    calc = SGP_Calculator(model.live().gp)
+    for atoms in emt_cu_frames[1][:2]:
+        ours = model.predict([atoms])[0]
+        a = atoms.copy()
+        a.calc = calc
+        np.testing.assert_allclose(ours.forces, a.get_forces(), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(ours.stress, a.get_stress(), rtol=1e-7, atol=1e-10)
+        assert ours.energy == pytest.approx(a.get_potential_energy(), rel=1e-7)
+
+
+def test_save_load_round_trip_gives_identical_predictions(b2_model, emt_cu_frames, tmp_path):
+    model, _, _ = b2_model
+    model.save(tmp_path / "m")
+    loaded = fl.FlareModel.load(tmp_path / "m")
+    for a, b in zip(model.predict(emt_cu_frames[1]), loaded.predict(emt_cu_frames[1])):
+        assert a.energy == b.energy
+        np.testing.assert_array_equal(a.forces, b.forces)
+        np.testing.assert_array_equal(a.stress, b.stress)
+    assert loaded.info == model.info
+
+
+def test_exported_json_reloads_in_flare_and_lammps_file_is_written(b2_model, emt_cu_frames, tmp_path):
+    from flare.bffs.sgp.calculator import SGP_Calculator
+    from flare.bffs.sgp.sparse_gp import SGP_Wrapper
+
+    model, _, _ = b2_model
+    out = model.export(tmp_path / "export")
+    gp, kernels = SGP_Wrapper.from_file(str(out["sgp_json"]))
+    calc = SGP_Calculator(gp)
+    for atoms in emt_cu_frames[1]:
+        a = atoms.copy()
+        a.calc = calc
+        ours = model.predict([atoms])[0].forces
+        np.testing.assert_allclose(a.get_forces(), ours, rtol=1e-6, atol=1e-6 * np.abs(ours).max())
+    np.testing.assert_allclose(gp.hyps, model.hyps)
+    # σ_e is per atom: each 31-atom frame's total energy has FLARE's relative noise 31.
+    assert gp.rel_efs_noise[0] == [31.0, 1.0, 1.0]
+    n_atoms = len(emt_cu_frames[0][0])
+    assert np.asarray(gp.sparse_gp.noise_vector)[0] == pytest.approx(1 / (gp.hyps[1] * n_atoms) ** 2)
+    lammps = out["lammps"].read_text()
+    header = lammps.splitlines()[:5]
+    assert header[0].startswith("DATE:") and header[1:3] == ["2 NormalizedDotProduct", "chebyshev"]
+    assert header[3].split()[:3] == ["1", "6", "2"] and header[4] == "quadratic"  # species, n_max, l_max
+    assert len(lammps.splitlines()) > 100
+    del kernels
+
+
+@pytest.mark.filterwarnings("ignore:The mode='specific' but no custom_range")  # FLARE, on frames with no sparse atoms
+def test_frames_past_the_sparse_cap_still_export_and_reload(emt_cu_frames, tmp_path):
+    """Frames that add no sparse environment keep FLARE's per-structure sparse lists aligned."""
+    from flare.bffs.sgp.sparse_gp import SGP_Wrapper
+
+    train, test = emt_cu_frames
+    model, _ = _train(train[:6], [], tmp_path / "ck", max_sparse=25, block_size=2, maxiter=0)
+    assert [len(a) for a in model.model["sparse_indice"][0]] == [10, 10, 5, 0, 0, 0]
+    for source in (model.export(tmp_path / "export")["sgp_json"], tmp_path / "ck" / fl.CHECKPOINT_NAME / "flare_sgp.json"):
+        gp, kernels = SGP_Wrapper.from_file(str(source))
+        assert gp.sparse_gp.n_sparse == 25 and len(gp.training_data) == 6
+        struc = model.spec.structure(test[0], gp.descriptor_calculators[0])
+        gp.sparse_gp.predict_mean(struc)
+        ours = model.predict(test[:1])[0].forces
+        np.testing.assert_allclose(np.asarray(struc.mean_efs)[1:-6].reshape(-1, 3), ours,
+                                   rtol=1e-6, atol=1e-6 * np.abs(ours).max())
+        del kernels
+
+
+def test_b1_saves_and_reloads_but_has_no_lammps_export(emt_cu_frames, tmp_path):
+    train, test = emt_cu_frames
+    model, _ = _train(train[:4], [], tmp_path / "ck", descriptor="B1", l_max=0)
+    out = model.export(tmp_path / "export")
+    assert set(out) == {"sgp_json"}
+    rebuilt = fl.FlareModel(fl.read_sgp_json(out["sgp_json"]), model.alpha, model.info)
+    live = rebuilt.live()  # the B1 rebuild (FLARE 1.4.0 refuses type "B1")
+    struc = rebuilt.spec.structure(test[0], live.calcs[0])
+    live.sparse_gp.predict_mean(struc)
+    ours = model.predict(test[:1])[0].forces
+    np.testing.assert_allclose(np.asarray(struc.mean_efs)[1:-6].reshape(-1, 3), ours,
+                               rtol=1e-6, atol=1e-6 * np.abs(ours).max())
+
+
+def test_sigma_f_scales_with_trajectory_temperature(emt_cu_frames, tmp_path):
+    params = fl.FlareParams()
+    assert fl.scaled_sigma_f(params, None) == 0.05
+    assert fl.scaled_sigma_f(params, 1000.0) == pytest.approx(0.05)
+    assert fl.scaled_sigma_f(params, 250.0) == pytest.approx(0.025)
+    assert fl.scaled_sigma_f(params.model_copy(update={"sigma_f_temperature_scaling": "none"}), 250.0) == 0.05
+    model, _ = _train(emt_cu_frames[0][:4], [], tmp_path, temperature_K=4000.0, maxiter=0)
+    assert model.info["sigma_f_initial"] == pytest.approx(0.1)
+    assert model.info["hyperparameters"]["sigma_f"] == pytest.approx(0.1)  # maxiter 0: not optimised
+
+
+@pytest.mark.parametrize("values,field", [
+    ({"n_maxx": 4}, "n_maxx"),
+    ({"l_max": -1}, "l_max"),
+    ({"r_cut": 0}, "r_cut"),
+    ({"r_cut": -2.0}, "r_cut"),
+    ({"zeta": 3}, "zeta"),
+    ({"descriptor": "B3"}, "descriptor"),
+    ({"descriptor": "B1", "l_max": 2}, "l_max"),
+    ({"sigma_f": 0}, "sigma_f"),
+])
+def test_bad_hyperparameters_raise_input_error_naming_the_key(values, field):
+    with pytest.raises(InputError) as err:
+        get_trainer("flare").parse_params(values, source="flare.yaml")
+    assert err.value.field == field
+    assert err.value.line().startswith(f"flare.yaml: {field}: ")
+    assert "\n" not in err.value.line()
+
+
+def test_unknown_element_and_unlabelled_frames_are_input_errors(b2_model, emt_cu_frames, tmp_path):
+    model, _, _ = b2_model
+    ni = emt_frames("Ni", n_frames=1)[0]
+    with pytest.raises(InputError, match="species"):
+        model.predict([ni])
+    bare = emt_cu_frames[0][0].copy()
+    bare.calc = None
+    with pytest.raises(InputError, match="labels"):
+        _train([bare], [], tmp_path)
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(emt_cu_frames, tmp_path):
+    train, test = emt_cu_frames
+    kw = dict(optimize_every=0, optimize_final=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_block(step, metrics):
+        if step >= 4:
+            raise Stop
+
+    trainer = get_trainer("flare")
+    params = trainer.parse_params({**SMALL, **kw})
+    with pytest.raises(Stop):
+        trainer().train(params, train[:8], [], stop_after_first_block, tmp_path / "ck", TrainContext())
+    assert (tmp_path / "ck" / fl.CHECKPOINT_NAME / "flare_sgp.json").is_file()
+    resumed, context = _train(train[:8], [], tmp_path / "ck", **kw)
+    assert context.notes["flare_resumed_at_frame"] == 4
+    fresh, _ = _train(train[:8], [], tmp_path / "fresh", **kw)
+    assert resumed.model["sparse_indice"] == fresh.model["sparse_indice"]
+    for a, b in zip(resumed.predict(test), fresh.predict(test)):
+        np.testing.assert_allclose(a.forces, b.forces, rtol=1e-8, atol=1e-10)
+
+
+def test_several_cpus_without_mpi_falls_back_to_serial(emt_cu_frames, tmp_path, monkeypatch):
+    from sweep.trainers import flare_parallel
+
+    monkeypatch.setattr(flare_parallel, "mpiexec_path", lambda: None)
+    with pytest.warns(UserWarning, match="training serially"):
+        model, context = _train(emt_cu_frames[0][:4], [], tmp_path, num_cpus=2, maxiter=0)
+    assert "no mpiexec" in context.notes["flare_parallel_fallback"]
+    assert model.info["parallel"]["ranks"] == 1 and model.info["n_train_frames"] == 4
+
+
+def test_a_failing_mpi_run_falls_back_to_serial(emt_cu_frames, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from sweep.trainers import flare_parallel
+
+    monkeypatch.setattr(flare_parallel, "mpiexec_path", lambda: Path("/bin/false"))
+    with pytest.warns(UserWarning, match="training serially"):
+        model, context = _train(emt_cu_frames[0][:4], [], tmp_path, num_cpus=2, maxiter=0)
+    assert "exited with status 1" in context.notes["flare_parallel_fallback"]
+    assert model.info["n_train_frames"] == 4
