@@ -14,6 +14,8 @@ records what it assumed.
 
 from __future__ import annotations
 
+import itertools
+
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,7 @@ def read_extxyz(path: str | Path) -> list[Atoms]:
         raise InputError(path, "path", "no such file")
     if path.stat().st_size == 0:
         raise InputError(path, "frames", "empty file")
+    _check_atom_counts(path)
     try:
         with open(path, "r", encoding="utf-8", errors="strict") as fh:
             frames = list(read_xyz(fh, index=slice(None), properties_parser=_comment_line_parser))
@@ -134,6 +137,20 @@ def read_extxyz(path: str | Path) -> list[Atoms]:
     if not frames:
         raise InputError(path, "frames", "no frames")
     return frames
+
+
+def _check_atom_counts(path: Path) -> None:
+    # ASE skips a frame's lines one readline() at a time, even past the end of the file:
+    # a header claiming 10^9 atoms would hang it, so check every count against the file first.
+    with open(path, "rb") as fh:
+        for frame, header in enumerate(fh):
+            try:
+                n = int(header)
+            except ValueError:
+                raise InputError(path, "format", f"not valid extxyz (atom count line {header[:40]!r})", frame=frame) from None
+            got = sum(1 for _ in itertools.islice(fh, n + 1)) if n > 0 else 0
+            if n < 1 or got < n + 1:
+                raise InputError(path, "atoms", f"header says {n} atoms but {max(0, got - 1)} follow", frame=frame)
 
 
 @dataclass

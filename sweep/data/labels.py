@@ -67,7 +67,10 @@ def _find(keys: tuple[str, ...], *sources: dict) -> tuple[str, object] | tuple[N
 
 
 def _voigt(path: Path, frame: int, key: str, value) -> tuple[np.ndarray, int]:
-    arr = np.asarray(value, dtype=float)
+    try:
+        arr = np.asarray(value, dtype=float)
+    except ValueError:  # a malformed number inside the quoted string
+        raise InputError(path, key, "not a list of numbers", frame=frame) from None
     size = arr.size
     if size == 9:
         m = arr.reshape(3, 3)

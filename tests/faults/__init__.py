@@ -1,0 +1,1 @@
+"""Fault injection: bad input, interrupted writes, killed processes, lost services."""
