@@ -15,7 +15,6 @@ records what it assumed.
 from __future__ import annotations
 
 import itertools
-
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +143,8 @@ def _check_atom_counts(path: Path) -> None:
     # a header claiming 10^9 atoms would hang it, so check every count against the file first.
     with open(path, "rb") as fh:
         for frame, header in enumerate(fh):
+            if not header.strip() and not any(line.strip() for line in fh):
+                return  # blank lines at the end of the file
             try:
                 n = int(header)
             except ValueError:

@@ -26,6 +26,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -66,8 +79,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 def atomic_directory(path: str | Path) -> Iterator[Path]:
     """Build a directory in a temporary sibling and swap it in at ``path`` on success.
 
-    On an exception, or a kill, the temporary folder is left (named ``.<name>.*.tmp``)
-    and ``path`` keeps its old content. An existing ``path`` is replaced whole.
+    On an exception the temporary folder is removed; after a kill it is left (named
+    ``.<name>.*.tmp``) and ``path`` keeps its old content. An existing ``path`` is replaced
+    whole, in one ``renameat2(RENAME_EXCHANGE)`` where the kernel has it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -78,11 +92,14 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
+    if path.exists() and _exchange(tmp, path):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old version
+    else:
+        if path.exists():  # no renameat2 here: a two-rename swap, with a microsecond gap
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
     _fsync_dir(path.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,7 @@ def run_sweep(space: str | Path, store: str, name: str | None = None, runs_dir: 
     name = _check_name(name or path.stem, path)
     sweep_dir = root / name
     info_path = sweep_dir / SWEEP_FILE
+    created = False
     if info_path.exists() and _started(sweep_dir):
         info = SweepInfo.model_validate_json(info_path.read_text())
         if info.space_digest != loaded.digest:
@@ -113,12 +115,18 @@ def run_sweep(space: str | Path, store: str, name: str | None = None, runs_dir: 
         if _norm_store(info.store) != _norm_store(store):
             raise InputError(store, "store", f"sweep {name!r} was started on store {info.store}")
     else:  # new, or created but never started (say, refused for its resources): (re)define it
+        created = not sweep_dir.exists()
         sweep_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(sweep_dir / SPACE_COPY, loaded.text)
         atomic_write_json(info_path, SweepInfo(name=name, space_source=str(path.absolute()), space_digest=loaded.digest,
                                                store=_norm_store(store), created=time.time(),
                                                tracking_uri=_tracking(root)).model_dump())
-    return _execute(loaded, _norm_store(store), root, name, address, num_cpus, live, mlflow_retry_s)
+    try:
+        return _execute(loaded, _norm_store(store), root, name, address, num_cpus, live, mlflow_retry_s)
+    except InputError:
+        if created and not _started(sweep_dir):  # refused before any trial ran: leave nothing behind
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
 
 
 def _started(sweep_dir: Path) -> bool:
