@@ -1,0 +1,90 @@
+"""Smoke tests: each benchmark's core functions run on tiny inputs and return sane numbers (no timing asserts)."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+def test_fit_power_recovers_exponent():
+    scaling = _load("scaling")
+    a, b, r2 = scaling.fit_power([10, 30, 90], [0.5 * n ** 1.5 for n in (10, 30, 90)])
+    assert a == pytest.approx(0.5) and b == pytest.approx(1.5) and r2 == pytest.approx(1.0)
+
+
+def test_protocol_trials_match_shipped_spaces():
+    from sweep.tune.space import SPACES_DIR, load_space
+
+    scaling = _load("scaling")
+    trials = scaling.protocol_trials(epochs=1000)
+    for name in ("flare_b1", "flare_b2", "nequip", "nequip_lmax_learning_curve"):
+        stage = "lc-space" if name == "nequip_lmax_learning_curve" else "grid"
+        counted = sum(t["count"] for t in trials if t["space"] == name and t["stage"] == stage)
+        assert counted == load_space(SPACES_DIR / f"{name}.yaml").total_trials()
+    full = [t for t in trials if t["space"] == "nequip" and t["stage"] == "final" and t["n"] == 2430]
+    assert [t["count"] for t in full] == [27]
+
+
+def test_project_from_synthetic_measurement():
+    scaling = _load("scaling")
+    rows = [{"paper_n": n, "n_train": n // 10, "atoms": 31, "flare_s": 0.01 * n, "nequip_epoch_s": 0.001 * n}
+            for n in (100, 300, 900)]
+    p = scaling.project({"rows": rows, "flare_config_factor": 2.0}, epochs=10, atoms_factor=1.0,
+                        gpu_speedup=10.0, gpus=4, cpus=16)
+    assert p["fits"]["flare"][1] == pytest.approx(1.0) and p["fits"]["nequip"][1] == pytest.approx(1.0)
+    assert p["nequip_gpu_h"] == pytest.approx(p["nequip_cpu_h"] / 10.0)
+    assert p["flare_cpu_h"] > 0 and p["wall_h"] >= p["flare_cpu_h"] / 16
+    args = type("A", (), {"gpus": 4, "cpus": 16, "epochs": 10, "atoms_factor": 1.0, "gpu_speedup": 10.0})
+    text = scaling.markdown(p, args, {"rows": rows})
+    assert text.startswith("| space | stage |") and "assumed" in text
+
+
+def test_scaling_measure_tiny(tmp_path):
+    scaling = _load("scaling")
+    meas = scaling.measure(10, (500, 900), nequip_epochs=2, work=tmp_path, progress=lambda _: None)
+    assert [r["paper_n"] for r in meas["rows"]] == [500, 900]
+    assert meas["rows"][0]["n_train"] < meas["rows"][1]["n_train"]
+    for row in meas["rows"]:
+        assert row["flare_s"] > 0 and row["nequip_epoch_s"] > 0
+    assert meas["flare_config_factor"] > 0
+
+
+def test_nequip_gpu_measure_tiny_cpu(tmp_path):
+    bench = _load("nequip_gpu")
+    r = bench.measure(5, epochs=2, device="cpu", work=tmp_path, params={"num_features": 4, "l_max": 0})
+    assert r["epochs"] == 2 and r["batches"] >= 1 and r["n_train"] > 0
+    assert 0.0 < r["loader_share"] < 1.0
+    assert r["epoch_wall_median"] >= r["compute_s_per_epoch"] > 0
+    assert r["util_source"] and r["util_mean"] > 0 and not math.isnan(r["util_mean"])
+
+
+def test_time_to_best_spaces_are_valid():
+    from sweep.tune.space import parse_space
+
+    ttb = _load("time_to_best")
+    for model, grid in (("flare", 24), ("nequip", 16)):
+        loaded = parse_space(ttb.space_text(model, None, quick=True), "grid")
+        assert loaded.space.search.algorithm == "grid" and loaded.group_size(0) == grid
+        assert [g.element for g in loaded.groups] == ["Cu", "Ti"]
+        strat = parse_space(ttb.space_text(model, {"samples": 4, "seed": 1, "grace": 2}, quick=True), "tpe")
+        assert strat.space.search.algorithm == "tpe" and strat.space.scheduler.kind == "asha"
+        assert strat.group_size(0) == 4 and strat.space.search.seed == 1
+
+
+def test_fraction_to_best():
+    ttb = _load("time_to_best")
+    rows = [{"mae": 10.0, "compute": 1.0}, {"mae": 5.09, "compute": 2.0}, {"mae": 5.0, "compute": 3.0}]
+    assert ttb.fraction_to_best(rows, target=5.0, grid_compute=12.0) == (pytest.approx(0.25), True)
+    assert ttb.fraction_to_best(rows[:1], target=5.0, grid_compute=10.0) == (pytest.approx(0.1), False)
