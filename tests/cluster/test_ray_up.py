@@ -81,7 +81,9 @@ w=$1
 mount -t tmpfs -o mode=0700 tmpfs "$w/home"
 mkdir -m 0700 "$w/home/upper" "$w/home/work"
 mount -t overlay overlay -o "lowerdir=/root,upperdir=$w/home/upper,workdir=$w/home/work" /root
-mount --bind "$w/tmp" /tmp
+# the checkout may itself live under /tmp (a CI clone): keep it visible at the same path
+case "$4" in /tmp/*) mkdir -p "$w/tmp/${4#/tmp/}"; mount --bind "$4" "$w/tmp/${4#/tmp/}" ;; esac
+mount --rbind "$w/tmp" /tmp
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -m 0755 /run/sshd
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
@@ -179,7 +181,8 @@ class Namespace:
         self.prepare_output = ""
         self.unshare = subprocess.Popen(
             ["unshare", "--mount", "--pid", "--net", "--fork", "--mount-proc", "--propagation", "private",
-             "--kill-child", "bash", "-c", NAMESPACE_INIT, "init", str(workdir), sys.executable, REAPER],
+             "--kill-child", "bash", "-c", NAMESPACE_INIT, "init", str(workdir), sys.executable, REAPER,
+             str(Path(__file__).resolve().parents[2])],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             preexec_fn=_die_with_parent,
         )

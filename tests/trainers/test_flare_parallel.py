@@ -150,6 +150,6 @@ def test_test_set_prediction_across_ranks(emt_cu_frames, tmp_path):
     model, _ = _train(train[:4], [], tmp_path / "ck", 1, **NO_OPT)
     model.save(tmp_path / "model")
     spread = fp.predict_parallel(tmp_path / "model", test, 2, tmp_path / "predict")
-    for a, b in zip(spread, model.predict(test)):
-        np.testing.assert_array_equal(a.forces, b.forces)
-        assert a.energy == b.energy
+    for a, b in zip(spread, model.predict(test)):  # summation order differs across ranks: ~1e-9 relative
+        assert _max_rel(a.forces, b.forces) < 1e-6
+        assert abs(a.energy - b.energy) <= 1e-6 * abs(b.energy)
