@@ -107,13 +107,6 @@ def _print_archive(path: Path) -> None:
 
 
 def _count(path: Path | None) -> str:
-    if path is None:
-        return "-"
-    with open(path, "rb") as fh:  # count frames from the atom-count lines without parsing labels
-        count, line = 0, fh.readline()
-        while line:
-            n = int(line)
-            for _ in range(n + 1):
-                fh.readline()
-            count, line = count + 1, fh.readline()
-    return str(count)
+    from sweep.data.archive import count_frames
+
+    return "-" if path is None else str(count_frames(path))

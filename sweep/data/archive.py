@@ -127,7 +127,7 @@ def read_extxyz(path: str | Path) -> list[Atoms]:
         raise InputError(path, "path", "no such file")
     if path.stat().st_size == 0:
         raise InputError(path, "frames", "empty file")
-    _check_atom_counts(path)
+    count_frames(path)
     try:
         with open(path, "r", encoding="utf-8", errors="strict") as fh:
             frames = list(read_xyz(fh, index=slice(None), properties_parser=_comment_line_parser))
@@ -138,13 +138,17 @@ def read_extxyz(path: str | Path) -> list[Atoms]:
     return frames
 
 
-def _check_atom_counts(path: Path) -> None:
-    # ASE skips a frame's lines one readline() at a time, even past the end of the file:
-    # a header claiming 10^9 atoms would hang it, so check every count against the file first.
+def count_frames(path: Path) -> int:
+    """Frames in an extxyz file, from its atom-count lines; a count the file cannot hold is an InputError.
+
+    ASE skips a frame's lines one readline() at a time, even past the end of the file, so a
+    header claiming 10^9 atoms would hang it: every count is checked here before ASE reads.
+    """
+    frames = 0
     with open(path, "rb") as fh:
         for frame, header in enumerate(fh):
             if not header.strip() and not any(line.strip() for line in fh):
-                return  # blank lines at the end of the file
+                break  # blank lines at the end of the file
             try:
                 n = int(header)
             except ValueError:
@@ -152,6 +156,8 @@ def _check_atom_counts(path: Path) -> None:
             got = sum(1 for _ in itertools.islice(fh, n + 1)) if n > 0 else 0
             if n < 1 or got < n + 1:
                 raise InputError(path, "atoms", f"header says {n} atoms but {max(0, got - 1)} follow", frame=frame)
+            frames += 1
+    return frames
 
 
 @dataclass
