@@ -13,6 +13,7 @@ from sweep.metrics import score
 from sweep.trainers import TrainContext, get_trainer
 from sweep.trainers import flare as fl
 from tests.conftest import emt_frames
+from tests.trainers.interrupt import train_until_interrupted
 
 #: Small but real settings: 63-dim B2, ~100 sparse environments, a few seconds per training.
 SMALL = dict(r_cut=4.5, n_max=6, l_max=2, sparse_per_frame=10, block_size=4, optimize_every=8)
@@ -277,18 +278,7 @@ def test_unknown_element_and_unlabelled_frames_are_input_errors(b2_model, emt_cu
 def test_interrupted_training_resumes_from_its_checkpoint(emt_cu_frames, tmp_path):
     train, test = emt_cu_frames
     kw = dict(optimize_every=0, optimize_final=False)
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_first_block(step, metrics):
-        if step >= 4:
-            raise Stop
-
-    trainer = get_trainer("flare")
-    params = trainer.parse_params({**SMALL, **kw})
-    with pytest.raises(Stop):
-        trainer().train(params, train[:8], [], stop_after_first_block, tmp_path / "ck", TrainContext())
+    train_until_interrupted("flare", {**SMALL, **kw}, train[:8], tmp_path / "ck", TrainContext())
     assert (tmp_path / "ck" / fl.CHECKPOINT_NAME / "flare_sgp.json").is_file()
     resumed, context = _train(train[:8], [], tmp_path / "ck", **kw)
     assert context.notes["flare_resumed_at_frame"] == 4

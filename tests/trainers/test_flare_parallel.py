@@ -9,6 +9,7 @@ import scipy.linalg as sla
 from sweep.trainers import TrainContext, get_trainer
 from sweep.trainers import flare as fl
 from sweep.trainers import flare_parallel as fp
+from tests.trainers.interrupt import train_until_interrupted
 
 pytestmark = pytest.mark.skipif(fp.unavailable() is not None, reason=f"MPI unavailable: {fp.unavailable()}")
 
@@ -125,18 +126,7 @@ def test_tall_skinny_qr_merge_equals_one_dense_qr():
 
 def test_interrupted_parallel_training_resumes(emt_cu_frames, tmp_path):
     train, test = emt_cu_frames
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_first_block(step, metrics):
-        if step >= 4:
-            raise Stop
-
-    trainer = get_trainer("flare")
-    params = trainer.parse_params({**SMALL, **NO_OPT})
-    with pytest.raises(Stop):
-        trainer().train(params, train[:8], [], stop_after_first_block, tmp_path / "ck", TrainContext(num_cpus=2))
+    train_until_interrupted("flare", {**SMALL, **NO_OPT}, train[:8], tmp_path / "ck", TrainContext(num_cpus=2))
     resumed, context = _train(train[:8], [], tmp_path / "ck", 2, **NO_OPT)
     assert context.notes["flare_resumed_at_frame"] == 4
     fresh, _ = _train(train[:8], [], tmp_path / "fresh", 1, **NO_OPT)
