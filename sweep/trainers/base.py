@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -49,6 +50,18 @@ class TrainContext:
     seed: int = 0
     #: Free-form notes a trainer may fill (e.g. what it fell back to).
     notes: dict[str, Any] = field(default_factory=dict)
+    #: Whether the trainer may reuse work computed by earlier trials in the same worker
+    #: (descriptors, neighbour lists); results must not depend on it.
+    share_work: bool = field(default_factory=lambda: sharing_enabled())
+
+
+#: Set to ``0`` to make every trial compute everything itself (for A/B measurements).
+SHARE_ENV = "TM23_SHARE_WORK"
+
+
+def sharing_enabled() -> bool:
+    """Whether work shared between trials is allowed: ``$TM23_SHARE_WORK`` (default on)."""
+    return os.environ.get(SHARE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 @dataclass

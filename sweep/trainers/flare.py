@@ -40,6 +40,12 @@ writes; ``SGP_Wrapper.from_file`` reloads it) plus α. FLARE 1.4.0's ``write_mod
 raises under numpy 2 (its encoder touches ``np.float_``), so the same JSON is written with a
 numpy-2-safe encoder.
 
+Work shared between trials: with ``TrainContext.share_work`` (default on, ``$TM23_SHARE_WORK``)
+the FLARE structures of the frames (neighbour lists and descriptors, which depend only on
+the frames and the descriptor settings, not on ζ or the σ's) come from a process-wide cache
+(:mod:`sweep.trainers.flare_descriptors`), so that trials run one after another in one Tune
+worker compute them once; results are bit-identical either way.
+
 A trial that owns more than one CPU trains through :mod:`sweep.trainers.flare_parallel`
 (MPI ranks under the venv's ``mpiexec``) and falls back to this serial path when MPI is
 unavailable or fails.
@@ -76,6 +82,7 @@ from sweep.trainers.base import (
     Trainer,
     register_trainer,
 )
+from sweep.trainers.flare_descriptors import Tally, get_structure
 
 #: ASE Voigt (xx, yy, zz, yz, xz, xy) -> FLARE (xx, xy, xz, yy, yz, zz), negated.
 ASE_TO_FLARE_ORDER = (0, 5, 4, 1, 3, 2)
@@ -351,6 +358,10 @@ def thread_limits(n: int):
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover - threadpoolctl ships with the venv
         return contextlib.nullcontext()
+    # threadpoolctl limits only the libraries loaded when it is entered: without this, the
+    # first training in a process ran FLARE's OpenMP loops on every core, and its kernel
+    # sums came out in another order (predictions ~1e-6 off the later, limited runs).
+    _flare()
     return threadpool_limits(limits=max(1, int(n)))
 
 
@@ -520,9 +531,13 @@ def frames_from_dict(model: dict) -> list[Atoms]:
 
 
 def add_frame(live: LiveSGP, frame: Atoms, sparse_atoms: Sequence[int] | None, index: int | None = None,
-              rel_e_noise: float = 1.0):
-    """Add one labelled frame (and, if given, its sparse atoms) to a live model, as ``update_db`` does."""
-    struc = live.spec.structure(frame, live.calcs[0], labels=True, frame=index)
+              rel_e_noise: float = 1.0, share: bool = False, tally: Tally | None = None):
+    """Add one labelled frame (and, if given, its sparse atoms) to a live model, as ``update_db`` does.
+
+    With ``share`` the frame's structure may come from (and goes into) the process's
+    descriptor cache (:mod:`sweep.trainers.flare_descriptors`).
+    """
+    struc = get_structure(live.spec, frame, live.calcs[0], labels=True, frame=index, share=share, tally=tally)
     live.sparse_gp.add_training_structure(struc, [-1], float(rel_e_noise), 1.0, 1.0)
     live.gp.atom_indices.append([-1])
     live.gp.rel_efs_noise.append([float(rel_e_noise), 1.0, 1.0])
@@ -545,13 +560,19 @@ class FlareModel(TrainedModel):
     the training kernels), so save/load gives bit-identical predictions.
     """
 
-    def __init__(self, model: dict, alpha: np.ndarray, info: dict[str, Any], live: LiveSGP | None = None):
+    def __init__(self, model: dict, alpha: np.ndarray, info: dict[str, Any], live: LiveSGP | None = None,
+                 share_work: bool = False):
         self.model = model
         self.alpha = np.asarray(alpha, dtype=float)
         self.info = dict(info)
         self.spec, self.zeta = spec_from_dict(model)
         self._live = live
         self._sparse = None  # (kernel, sparse ClusterDescriptor, owner objects)
+        #: Whether predictions may use (and fill) the process's descriptor cache; a trained
+        #: model inherits its training's ``TrainContext.share_work``, a loaded one does not share.
+        self.share_work = share_work
+        #: Structures this model built or reused for predictions (written into ``info`` by :meth:`save`).
+        self.prediction_tally = Tally(shared=share_work)
 
     @property
     def hyps(self) -> np.ndarray:
@@ -572,7 +593,9 @@ class FlareModel(TrainedModel):
                 owners = [kernel, calc]
                 for frame, atoms in zip(frames_from_dict(self.model), self.model["sparse_indice"][0]):
                     if atoms:
-                        sgp.add_specific_environments(self.spec.structure(frame, calc), list(atoms))
+                        struc = get_structure(self.spec, frame, calc, share=self.share_work,
+                                              tally=self.prediction_tally)
+                        sgp.add_specific_environments(struc, list(atoms))
                 owners.append(sgp)
             kernel = C.NormalizedDotProduct(float(self.hyps[0]), self.zeta)
             self._sparse = (kernel, sgp.sparse_descriptors[0], owners)
@@ -583,8 +606,9 @@ class FlareModel(TrainedModel):
         kernel, sparse, _ = self._sparse_set()
         calc = self.spec.calculator()
         out = []
+        self.prediction_tally.shared = self.share_work
         for i, f in enumerate(frames):
-            struc = self.spec.structure(f, calc, frame=i)
+            struc = get_structure(self.spec, f, calc, frame=i, share=self.share_work, tally=self.prediction_tally)
             out.append(prediction_from_efs(mean_efs(kernel, sparse, float(self.hyps[0]), self.alpha, struc)))
         return out
 
@@ -595,7 +619,13 @@ class FlareModel(TrainedModel):
         return self._live
 
     def save(self, directory: Path) -> None:
-        """Write ``flare_sgp.json`` (FLARE layout), ``alpha.npy`` and ``info.json``."""
+        """Write ``flare_sgp.json`` (FLARE layout), ``alpha.npy`` and ``info.json``.
+
+        If this model has predicted, ``info["prediction_descriptors"]`` first records the
+        structures its predictions built or reused so far (:attr:`prediction_tally`).
+        """
+        if self.prediction_tally.computed or self.prediction_tally.reused:
+            self.info["prediction_descriptors"] = self.prediction_tally.as_dict()
         with atomic_directory(directory) as tmp:
             write_sgp_json(tmp / "flare_sgp.json", self.model)
             np.save(tmp / "alpha.npy", self.alpha)
@@ -803,6 +833,8 @@ def train_serial(params: FlareParams, train_frames: Sequence[Atoms], val_frames:
     log = checkpoint_dir / "flare_stdout.log"
     hyps0 = initial_hyps(params, context)
     fingerprint = frames_fingerprint(params, train_frames)
+    share = bool(context.share_work)
+    tally = Tally(shared=share)
     with thread_limits(context.num_cpus):
         progress = load_checkpoint(checkpoint_dir, fingerprint)
         if progress is not None:
@@ -821,7 +853,7 @@ def train_serial(params: FlareParams, train_frames: Sequence[Atoms], val_frames:
             start = progress.frames_added
             stop = min(n, start + params.block_size)
             strucs = [add_frame(live, train_frames[i], None, i,
-                                energy_noise_scale(params.sigma_e_per_atom, len(train_frames[i])))
+                                energy_noise_scale(params.sigma_e_per_atom, len(train_frames[i])), share, tally)
                       for i in range(start, stop)]
             t = _tick(timers, "descriptors+own_kernels", t)
             chosen = []
@@ -851,7 +883,8 @@ def train_serial(params: FlareParams, train_frames: Sequence[Atoms], val_frames:
             kernel = flare_kernel(params.zeta, progress.hyps[0])
             alpha = np.asarray(sgp.alpha).ravel()
             if val_strucs is None:
-                val_strucs = [spec.structure(f, live.calcs[0], frame=i) for i, f in enumerate(val_frames)]
+                val_strucs = [get_structure(spec, f, live.calcs[0], frame=i, share=share, tally=tally)
+                              for i, f in enumerate(val_frames)]
             sparse_desc = sgp.sparse_descriptors[0]
             preds = [prediction_from_efs(mean_efs(kernel, sparse_desc, progress.hyps[0], alpha, s))
                      for s in val_strucs]
@@ -866,10 +899,11 @@ def train_serial(params: FlareParams, train_frames: Sequence[Atoms], val_frames:
             reporter(stop, metrics)
         model = sgp_dict(spec, progress.hyps, params.zeta, train_frames[:progress.frames_added], progress.sparse,
                          sgp.Kuu_jitter, params.sigma_e_per_atom)
-        n_d = descriptor_length(live, train_frames[0])
+        n_d = descriptor_length(live, train_frames[0], share, tally)
     info = model_info(params, spec, n_d, progress.hyps, progress.log_likelihood, sgp.n_sparse, progress,
-                      hyps0[2], {"parallel": {"ranks": 1, "threads": int(context.num_cpus), "timers": timers}})
-    return FlareModel(model, np.asarray(sgp.alpha).ravel(), info, live=live)
+                      hyps0[2], {"parallel": {"ranks": 1, "threads": int(context.num_cpus), "timers": timers},
+                                 "descriptors": tally.as_dict()})
+    return FlareModel(model, np.asarray(sgp.alpha).ravel(), info, live=live, share_work=share)
 
 
 def _tick(timers: dict, key: str, t0: float) -> float:
@@ -884,9 +918,11 @@ def flare_kernel(zeta: int, sigma: float):
     return C.NormalizedDotProduct(float(sigma), int(zeta))
 
 
-def descriptor_length(live: LiveSGP, frame: Atoms) -> int:
+def descriptor_length(live: LiveSGP, frame: Atoms, share: bool = False, tally: Tally | None = None) -> int:
     """The descriptor length FLARE reports for ``frame``."""
-    return int(live.spec.structure(frame, live.calcs[0]).descriptors[0].n_descriptors)
+    # Labelled, as training builds it, so that a shared structure is found in the cache.
+    struc = get_structure(live.spec, frame, live.calcs[0], labels=True, share=share, tally=tally)
+    return int(struc.descriptors[0].n_descriptors)
 
 
 @register_trainer

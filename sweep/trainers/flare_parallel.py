@@ -25,6 +25,14 @@ Each rank runs one OpenMP/BLAS thread (ranks × threads = the trial's CPUs). Ran
 reports each block's metrics as JSON lines on its stdout, which the launching trial turns
 into reporter calls, and checkpoints in the same layout as the serial trainer, so either
 path resumes the other's checkpoint.
+
+Ranks share no descriptors with earlier trials: each is a fresh process and computes its own
+frames' structures once (``info["descriptors"]`` is rank 0's tally). Shipping the parent's
+cached structures would save little: rebuilding one from its values costs about a third to
+a half of computing it (force derivatives are MBs per frame), and computing them is split
+over the ranks anyway. The launching process, which predicts with the finished model (its
+sparse set and the validation and test frames), does use its descriptor cache when
+``TrainContext.share_work`` is on (:mod:`sweep.trainers.flare_descriptors`).
 """
 
 from __future__ import annotations
@@ -76,6 +84,7 @@ from sweep.trainers.flare import (
     select_uncertain,
     sgp_dict,
 )
+from sweep.trainers.flare_descriptors import Tally, get_structure
 
 #: Prefix of the protocol lines rank 0 writes to its stdout.
 EVENT_PREFIX = "@flare "
@@ -347,6 +356,8 @@ class DistributedSGP:
         self._sparse_desc = None
         #: Seconds per phase and counts on this rank (for profiling and the benchmark).
         self.timers: dict[str, float] = {}
+        #: Structures this rank computed (a rank is a fresh process: nothing to reuse).
+        self.tally = Tally()
 
     def _tick(self, key: str, t0: float) -> float:
         now = time.perf_counter()
@@ -371,7 +382,7 @@ class DistributedSGP:
         own = {}
         for j, f in enumerate(frames):
             if self.owner(start + j) == self.rank:
-                struc = self.spec.structure(f, self.calc, labels=True, frame=start + j)
+                struc = get_structure(self.spec, f, self.calc, labels=True, frame=start + j, tally=self.tally)
                 self.local.add_training_structure(struc, [-1], energy_noise_scale(self.per_atom, len(f)), 1.0, 1.0)
                 self.kinds.append(label_kinds(len(f)))
                 own[j] = struc
@@ -484,7 +495,7 @@ class DistributedSGP:
 
     def structures(self, frames: Sequence[Atoms]) -> dict[int, Any]:
         """This rank's share (round-robin) of ``frames`` as FLARE structures."""
-        return {i: self.spec.structure(f, self.calc, frame=i)
+        return {i: get_structure(self.spec, f, self.calc, frame=i, tally=self.tally)
                 for i, f in enumerate(frames) if i % self.size == self.rank}
 
     def predict(self, frames: Sequence[Atoms]) -> list[Prediction] | None:
@@ -557,7 +568,8 @@ def run_training(comm, job: dict, emit: Callable[[dict], None]) -> None:
         info = model_info(params, spec, engine.n_d, progress.hyps, progress.log_likelihood, engine.n_sparse,
                           progress, hyps0[2], {"parallel": {"ranks": comm.Get_size(), "threads": 1,
                                                             "wall_s": time.perf_counter() - t_start,
-                                                            "timers": engine.timers}})
+                                                            "timers": engine.timers},
+                                                "descriptors": engine.tally.as_dict()})
         FlareModel(model, engine.alpha, info).save(Path(job["out_dir"]))
         emit({"event": "done", "info": info})
     comm.Barrier()
@@ -638,6 +650,9 @@ def train_parallel(params: FlareParams, train_frames: Sequence[Atoms], val_frame
 
     _launch(job, job_dir, ranks, on_event)
     model = FlareModel.load(out_dir)
+    # The ranks were fresh processes; this process predicts with the model (its sparse set
+    # and the frames' structures), and may reuse structures from earlier trials for that.
+    model.share_work = bool(context.share_work)
     context.notes["flare_parallel_ranks"] = ranks
     return model
 
