@@ -64,3 +64,14 @@ def write_emt_archive(root, elements=("Cu",), frames_per_temperature: int = 10, 
 def emt_archive(tmp_path):
     """A Cu+Au EMT archive with 10 frames per temperature (9 train, 1 test)."""
     return write_emt_archive(tmp_path / "archive", elements=("Cu", "Au"))
+
+
+@pytest.fixture(scope="session")
+def sweep_store(tmp_path_factory) -> str:
+    """A Parquet store of Cu and Au, 10 EMT frames per temperature (task ``full``: 24/3/3 frames)."""
+    from sweep.data import ingest_archive
+
+    root = tmp_path_factory.mktemp("sweep-store")
+    collection = write_emt_archive(root / "archive", elements=("Cu", "Au"), frames_per_temperature=10)
+    ingest_archive(collection, root / "store", progress=False)
+    return str(root / "store")

@@ -229,7 +229,7 @@ def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool 
     from sweep.tune.progress import SweepProgress
     from sweep.tune.resources import check_feasible, cluster_nodes
     from sweep.tune.search import build_search
-    from sweep.tune.trainable import StoppedTrials, SweepContext, run_trial
+    from sweep.tune.trainable import FlushPending, StoppedTrials, SweepContext, run_trial
 
     sweep_dir = root / name
     requests = check_feasible(loaded, cluster_nodes())
@@ -271,7 +271,7 @@ def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool 
             ),
             run_config=tune.RunConfig(
                 name=name, storage_path=str(root), verbose=0,
-                callbacks=[progress, StoppedTrials(str(sweep_dir), uri, experiment_id)],
+                callbacks=[progress, StoppedTrials(str(sweep_dir), uri, experiment_id), FlushPending(str(sweep_dir))],
                 failure_config=tune.FailureConfig(max_failures=space.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),

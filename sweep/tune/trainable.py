@@ -239,6 +239,32 @@ class StoppedTrials(Callback):
         record_stopped(ledger, digest, result, trial.trial_id, self.tracking_uri, self.experiment_id)
 
 
+class FlushPending(Callback):
+    """Driver side: replay MLflow operations that trials saved while the tracking store was down.
+
+    A trial retries its MLflow calls for ``mlflow_retry_s`` when it ends, then saves what is
+    left beside its work (``mlflow_pending.json``) and lets its slot go. This callback
+    replays those files every ``every_s`` seconds, so that a server back after a long outage
+    gets the metrics during the sweep rather than only when the sweep ends.
+    """
+
+    def __init__(self, sweep_dir: str, every_s: float = 30.0):
+        self.sweep_dir = sweep_dir
+        self.every_s = every_s
+        self._last = time.monotonic()
+
+    def on_step(self, iteration: int, trials: list, **info) -> None:
+        """Every ``every_s`` seconds, one quick try at each saved file."""
+        from sweep.integrations.mlflow import PENDING_FILE, flush_pending
+
+        if time.monotonic() - self._last < self.every_s:
+            return
+        self._last = time.monotonic()
+        work = Path(self.sweep_dir) / "work"
+        if any(work.glob(f"*/{PENDING_FILE}")):
+            flush_pending(work, retry_s=0.0)
+
+
 def record_stopped(ledger: Ledger, digest: str, result: dict, trial_id: str, tracking_uri: str,
                    experiment_id: str) -> LedgerRecord:
     """Write the ledger record of a stopped trial from its last result, and close its MLflow run."""

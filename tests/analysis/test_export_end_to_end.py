@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.sweeps.conftest import cli, sweep_store, write_space  # noqa: F401 (sweep_store is a fixture)
+from tests.sweeps.conftest import cli, write_space
 
 SPACE = """
 description: one FLARE and one NequIP configuration on Cu, exported.

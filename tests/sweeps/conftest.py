@@ -1,4 +1,4 @@
-"""Fixtures for sweep tests: a tiny Cu+Au store made with EMT, and space files."""
+"""Helpers for sweep tests: space files and the CLI in a subprocess (the store fixture is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,22 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import write_emt_archive
-
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def sweep_store(tmp_path_factory) -> str:
-    """A Parquet store of Cu and Au, 10 EMT frames per temperature (task ``full``: 24/3/3 frames)."""
-    from sweep.data import ingest_archive
-
-    root = tmp_path_factory.mktemp("sweep-store")
-    collection = write_emt_archive(root / "archive", elements=("Cu", "Au"), frames_per_temperature=10)
-    ingest_archive(collection, root / "store", progress=False)
-    return str(root / "store")
 
 
 def write_space(folder: Path, text: str, name: str = "space.yaml") -> Path:
@@ -63,11 +48,11 @@ def cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess
                           timeout=timeout)
 
 
-def mlflow_runs(runs_dir: Path, experiment: str):
-    """``mlflow.search_runs`` of one sweep's experiment in the runs folder's sqlite store."""
+def mlflow_runs(runs_dir: Path, experiment: str, tracking_uri: str | None = None):
+    """``mlflow.search_runs`` of one sweep's experiment (default store: the runs folder's sqlite file)."""
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{Path(runs_dir).absolute() / 'mlruns.db'}")
+    mlflow.set_tracking_uri(tracking_uri or f"sqlite:///{Path(runs_dir).absolute() / 'mlruns.db'}")
     try:
         return mlflow.search_runs(experiment_names=[experiment])
     finally:
