@@ -11,6 +11,13 @@ needs no conversion: NequIP's ``stress`` is ASE's (eV/Å³, positive = tensile; 
 computes ``(1/V) ∂E/∂ε``, and ``nequip.data.from_ase`` reads ASE's Voigt 6-vector into
 the full 3×3 tensor without a sign change).
 
+With ``TrainContext.share_work`` (``$TM23_SHARE_WORK``, default on) the data module is
+:class:`sweep.trainers.nequip_shared.SharedASEDataModule`: read frames and their neighbour
+lists are kept in the process and reused by later epochs and by later trainings on the same
+frames, ``r_max`` and type names (a reused Ray actor runs many), with identical results;
+``info["data_cache"]`` counts what a training reused. The exported ``config.yaml`` keeps
+nequip's own ``ASEDataModule``.
+
 Checkpoint directory layout: ``run.json`` (hyperparameters, seed and a fingerprint of the
 frames), ``train.xyz``/``val.xyz``, ``config.yaml`` (the config that ran), ``best.ckpt``
 (lowest validation force MAE), ``last.ckpt`` (every epoch; a restart resumes from it),
@@ -57,6 +64,7 @@ from sweep.trainers.base import (
     register_trainer,
 )
 from sweep.trainers.nequip_config import NequIPParams, build_config
+from sweep.trainers.nequip_shared import cache_stats
 
 #: Our metric labels -> NequIP's metric names (``val0_epoch/<name>_<stat>``).
 _NEQUIP_LABELS = {"energy": "per_atom_energy", "forces": "forces", "stress": "stress_voigt"}
@@ -453,16 +461,19 @@ class NequIPTrainer(Trainer):
         _write_extxyz(val_file, val)
         atomic_write_json(run_file, run)
         config = build_config(params, type_names=type_names, train_file=str(train_file), val_file=str(val_file),
-                              seed=seed, output_dir=str(checkpoint_dir), accelerator=accelerator)
+                              seed=seed, output_dir=str(checkpoint_dir), accelerator=accelerator,
+                              share_data=context.share_work)
         atomic_write_text(checkpoint_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
 
         last = checkpoint_dir / "last.ckpt"
         resume_from = last if last.exists() else None
         epoch_reporter = _EpochReporter(reporter, _label_mav(val))
-        started = time.perf_counter()
+        cache_before = cache_stats()
+        started, cpu_started = time.perf_counter(), time.process_time()
         trainer, module, best_metrics = _run_nequip(config, resume_from=resume_from,
                                                     extra_callbacks=[epoch_reporter])
-        seconds = time.perf_counter() - started
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+        data_cache = cache_stats().minus(cache_before).as_dict()
 
         stopper = next((cb for cb in trainer.callbacks if isinstance(cb, StopBelowMinLR)), None)
         info = {
@@ -472,12 +483,18 @@ class NequIPTrainer(Trainer):
             **{f"best_val_{label}_{stat}": _EV_TO_MEV * float(best_metrics[f"val0_epoch/{name}_{stat}"])
                for label, name in _NEQUIP_LABELS.items() for stat in ("mae", "rmse")},
             "train_seconds": seconds,
+            # CPU time of this process (all threads): less sensitive than wall time to other load
+            "train_cpu_seconds": cpu_seconds,
             "stop_reason": "min_lr" if stopper is not None and stopper.stopped_epoch is not None else "max_epochs",
             "final_lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
             "resumed": resume_from is not None,
             "accelerator": accelerator,
             "type_names": type_names,
             "seed": seed,
+            "share_work": bool(context.share_work),
+            # frames and neighbour lists reused from earlier trainings in this process, and from
+            # earlier epochs of this one (sweep.trainers.nequip_shared); zeros when not shared
+            "data_cache": data_cache,
         }
         atomic_write_json(done_file, {"info": info})
         return NequIPModel(checkpoint_dir / "best.ckpt", run=run, info=info)

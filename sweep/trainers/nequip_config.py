@@ -24,6 +24,8 @@ MONITOR = "val0_epoch/forces_mae"
 STOP_CALLBACK_TARGET = "sweep.trainers.nequip.StopBelowMinLR"
 #: NequIP field modifier (in :mod:`sweep.trainers.nequip`) giving stress as the Voigt 6-vector.
 VOIGT_STRESS_TARGET = "sweep.trainers.nequip.VoigtStress"
+#: Data module that reuses frames and neighbour lists across trainings (:mod:`sweep.trainers.nequip_shared`).
+SHARED_DATAMODULE_TARGET = "sweep.trainers.nequip_shared.SharedASEDataModule"
 #: Where ``nequip-train`` puts its outputs when the YAML is run by Hydra.
 HYDRA_OUTPUT_DIR = "${hydra:runtime.output_dir}"
 
@@ -77,12 +79,15 @@ def build_config(
     output_dir: str = HYDRA_OUTPUT_DIR,
     accelerator: str = "auto",
     progress_bar: bool = False,
+    share_data: bool = False,
 ) -> dict[str, Any]:
     """The ``nequip-train`` config for ``params``, as a plain dict (dump it with OmegaConf).
 
     ``output_dir`` receives ``best.ckpt``, ``last.ckpt`` and the CSV log; the default is
     Hydra's run directory, which is what an exported YAML should use. The config keeps
     NequIP's interpolations (``${seed}``, ``${training_data_stats:...}``) unresolved.
+    ``share_data`` swaps nequip's ``ASEDataModule`` for ours with the same arguments, which
+    caches read frames and neighbour lists in the process (same results, less work).
     """
     loss_coeffs = {"total_energy": params.energy_weight, "forces": params.forces_weight,
                    "stress": params.stress_weight}
@@ -94,7 +99,7 @@ def build_config(
         "model_type_names": list(type_names),
         "chemical_species_to_atom_type_map": {name: name for name in type_names},
         "data": {
-            "_target_": "nequip.data.datamodule.ASEDataModule",
+            "_target_": SHARED_DATAMODULE_TARGET if share_data else "nequip.data.datamodule.ASEDataModule",
             "seed": "${seed}",
             "train_file_path": str(train_file),
             "val_file_path": str(val_file),

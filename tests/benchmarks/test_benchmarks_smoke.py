@@ -88,3 +88,56 @@ def test_fraction_to_best():
     rows = [{"mae": 10.0, "compute": 1.0}, {"mae": 5.09, "compute": 2.0}, {"mae": 5.0, "compute": 3.0}]
     assert ttb.fraction_to_best(rows, target=5.0, grid_compute=12.0) == (pytest.approx(0.25), True)
     assert ttb.fraction_to_best(rows[:1], target=5.0, grid_compute=10.0) == (pytest.approx(0.1), False)
+
+
+def test_flare_sharing_space_and_ledger_comparison():
+    from sweep.tune.ledger import LedgerRecord
+    from sweep.tune.space import parse_space
+
+    bench = _load("flare_sharing")
+    for quick, size in ((True, 16), (False, 48)):
+        loaded = parse_space(bench.space_text(quick), "grid")
+        assert loaded.group_size(0) == size and loaded.space.studies[0].resources.cpus == 1
+
+    def record(digest, mae, seconds, shared, computed):
+        tally = {"shared": shared, "computed": computed, "compute_s": 0.5 * computed, "reused": 3, "reused_s": 1.0}
+        return LedgerRecord(config_hash=digest, status="finished", model="flare", element="Cu", task="grid", seed=0,
+                            params={"descriptor": "B2", "r_cut": 4.5, "n_max": 6, "l_max": 2},
+                            metrics={"val_forces_mae": mae, "train_seconds": seconds, "trial_wall_s": seconds},
+                            info={"descriptors": tally, "prediction_descriptors": tally}, work_dir="w", finished_at=0.0)
+
+    on = [record("a", 10.0, 1.0, True, 2), record("b", 20.0, 1.0, True, 0)]
+    off = [record("a", 10.0, 9.0, False, 4), record("b", 20.5, 9.0, False, 4)]
+    max_abs, max_rel, compared, missing = bench.metric_differences(on, off)
+    assert (max_abs, compared, missing) == (0.5, 2, []) and max_rel == pytest.approx(0.5 / 20.5)
+    assert bench.metric_differences(on[:1], off)[3] == ["b"]
+    assert bench.descriptor_seconds(on) == {"computed": 4.0, "compute_s": 2.0, "reused": 12.0, "reused_s": 4.0}
+    assert bench.shared_flags(on) == {True} and bench.shared_flags(off) == {False}
+    assert bench.descriptor_settings(on) == 1
+
+
+def test_nequip_sharing_space_totals_and_epoch_share(emt_cu_frames, tmp_path):
+    from types import SimpleNamespace
+
+    from sweep.tune.ledger import LedgerRecord
+    from sweep.tune.space import parse_space
+
+    bench = _load("nequip_sharing")
+    loaded = parse_space(bench.space_text(2), "grid")
+    assert loaded.group_size(0) == 8 and loaded.space.studies[0].resources.cpus == 1
+
+    def record(digest, mae, seconds, reused):
+        return LedgerRecord(config_hash=digest, status="finished", model="nequip", element="Cu", task="grid", seed=0,
+                            params={}, metrics={"val_forces_mae": mae, "train_seconds": seconds, "trial_wall_s": 9.0},
+                            info={"train_cpu_seconds": seconds / 2, "data_cache": {"frames_reused": reused}},
+                            work_dir="w", finished_at=0.0)
+
+    on = [record("a", 10.0, 1.0, 4), record("b", 20.0, 2.0, 6)]
+    off = [record("a", 10.0, 3.0, 0), record("b", 20.5, 1.0, 0)]
+    assert bench.metric_differences(on, off) == {"val_forces_mae": (0.5, pytest.approx(0.5 / 20.5))}
+    runs = [SimpleNamespace(records=on, wall_s=5.0), SimpleNamespace(records=off, wall_s=7.0)]
+    t = bench.totals(runs)
+    assert (t["wall_s"], t["train_seconds"], t["cpu_seconds"], t["frames_reused"]) == (6.0, 2.0, 1.0, 5.0)
+
+    share = bench.nl_epoch_share(emt_cu_frames[0][:6], emt_cu_frames[0][6:8], 3, tmp_path)
+    assert share["epochs"] == 3 and 0 < share["share"] < 1 and share["training_nl_s"] > 0
