@@ -1,10 +1,23 @@
-"""Inject faults and print one line per kind, measured: ``<kind>: injected N, survived N, ...``.
+"""Inject faults and print one line per kind, measured: ``<kind>: injected N, survived N, trials lost 0, ...``.
 
-    python benchmarks/faults.py [--quick | --full]
+    python benchmarks/faults.py [--quick | --full] [--only KIND ...]
 
-Covered so far: bad input (the corpus of tests/faults/corpus.py) and interrupted writes
-(ingest, ledger, export and report folders SIGKILLed mid-write, tests/faults/interrupted.py).
-Kinds not measured yet are printed as such, never with made-up figures.
+Kinds (issue 7), each on a small real sweep (FLARE on EMT-labelled Cu and Au, 2 CPUs):
+
+* bad input: the corpus of tests/faults/corpus.py (archive files, space YAML, CLI);
+* interrupted write: ingest, ledger, export and report SIGKILLed mid-write;
+* driver SIGKILL: seeded moments cycling through scheduling, mid-trial, checkpoint, MLflow
+  logging and just after a trial ends, each followed by a resume (--full: 12 kills on 24 trials);
+* trial worker SIGKILL: Tune's FailureConfig restarts the trial from its checkpoint;
+* node lost: a worker node of a ``ray.cluster_utils.Cluster`` dies mid-trial;
+* MLflow unreachable: the tracking server is stopped mid-sweep and started again
+  (--full adds an outage longer than a trial's 60 s retry, which goes through the saved
+  operations that the driver replays).
+
+"lost" counts configurations without a finished ledger record; "redone" those trained
+again after their training had ended; "duplicate runs" MLflow runs beyond one per
+configuration plus runs left RUNNING. A fault survived is one after which all three are 0
+(for interrupted writes: the old or the new version is visible, never a half-written one).
 """
 
 from __future__ import annotations
@@ -17,40 +30,138 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tests.faults
 
-from tests.conftest import write_emt_archive  # noqa: E402
-from tests.faults.corpus import FULL_CORPUS, try_all  # noqa: E402
+from tests.conftest import make_sweep_store, write_emt_archive  # noqa: E402
+from tests.faults.corpus import try_all  # noqa: E402
+from tests.faults.driver_kills import MOMENTS, run_driver_kills  # noqa: E402
 from tests.faults.interrupted import run_kills  # noqa: E402
+from tests.faults.mlflow_outage import run_mlflow_outage  # noqa: E402
+from tests.faults.node_loss import run_node_loss  # noqa: E402
+from tests.faults.sweeps import FaultTally  # noqa: E402
+from tests.faults.worker_kills import run_worker_kills  # noqa: E402
 
-NOT_YET = ("driver SIGKILL", "trial worker SIGKILL", "node lost", "MLflow unreachable")
+KINDS = ("bad-input", "interrupted-write", "driver", "worker", "node", "mlflow")
+
+
+def bad_inputs(root: Path) -> tuple[list[str], bool]:
+    """The corpus: ``bad inputs tried N, clear errors N`` and the unclear ones."""
+    outcomes = try_all(root)
+    unclear = [o for o in outcomes if not o.clear]
+    lines = [f"bad inputs tried {len(outcomes)}, clear errors {len(outcomes) - len(unclear)}"]
+    lines += [f"  unclear: {o.case.kind}/{o.case.name}: {'; '.join(o.problems)[:160]}" for o in unclear]
+    return lines, not unclear
+
+
+def interrupted_writes(root: Path, kills: int) -> tuple[list[str], bool]:
+    """Ingest, ledger, export and report writers killed ``kills`` times each."""
+    sources = [str(write_emt_archive(root / "a", elements=("Cu",), frames_per_temperature=10)),
+               str(write_emt_archive(root / "b", elements=("Cu", "Au"), frames_per_temperature=20, seed=5))]
+    lines, ok = [], True
+    for kind in ("ingest", "ledger", "export", "report"):
+        result = run_kills(kind, root / "w" / kind, sources, kills=kills, seed=sum(map(ord, kind)), max_wait_s=2.5)
+        broken = sum(1 for s in result["seen"] if str(s).startswith("broken"))
+        ok &= broken == 0
+        lines.append(f"interrupted write ({kind}): injected {result['injected']}, survived {result['survived']}, "
+                     f"half-written {broken}, trials lost 0, trials redone 0, duplicate runs 0")
+    return lines, ok
+
+
+def driver_kills(root: Path, store: str, full: bool) -> tuple[list[str], bool]:
+    """Seeded driver SIGKILLs, each followed by a resume."""
+    tally = FaultTally("driver SIGKILL")
+    loop = run_driver_kills(root, store, kills=12 if full else len(MOMENTS), seed=20240316,
+                            zetas=(1, 2) if full else (2,))
+    tally.injected = loop.injected  # one audit at the end covers every kill of the loop
+    audit = loop.audit
+    tally.survived = tally.injected if audit.clean and loop.final_exit == 0 else 0
+    tally.lost, tally.redone, tally.duplicates = audit.lost, audit.redone, audit.duplicates
+    phases = ", ".join(f"{m[0]} {sum(1 for k in loop.kills if k['phase'] == m[0])}" for m in MOMENTS)
+    return [tally.line(), f"  phases hit: {phases}; trainings resumed from a checkpoint {audit.resumed_starts}"], \
+        audit.clean
+
+
+def worker_kills(root: Path, store: str, full: bool) -> tuple[list[str], bool]:
+    """Trial workers SIGKILLed mid-training; Tune restarts them."""
+    tally = FaultTally("trial worker SIGKILL")
+    result = run_worker_kills(root, store, kills=4 if full else 2, seed=7)
+    resumed = sum(1 for o in result.outcomes if len(o["starts"]) > 1 and o["starts"][-1]["resumed_from_checkpoint"])
+    tally.injected = len(result.kills)
+    tally.survived = resumed if result.audit.clean and result.exit_code == 0 else 0
+    tally.lost, tally.redone, tally.duplicates = result.audit.lost, result.audit.redone, result.audit.duplicates
+    return [tally.line(), f"  restarted from the checkpoint {resumed} of {len(result.kills)}; "
+                          f"frame blocks trained twice {result.blocks_redone}"], \
+        result.audit.clean and result.blocks_redone == 0
+
+
+def node_losses(root: Path, store: str, full: bool) -> tuple[list[str], bool]:
+    """Worker nodes of a local Ray cluster killed mid-trial."""
+    tally = FaultTally("node lost")
+    ok = True
+    for i in range(2 if full else 1):
+        audit, seen = run_node_loss(root / f"n{i}", store, workers=2)
+        removed = seen.get("removed") or {}
+        resumed = len(removed.get("starts", [])) == 2 and removed["starts"][-1]["resumed_from_checkpoint"]
+        tally.add(audit, survived=bool(removed) and seen["complete"] and resumed)
+        ok &= audit.clean and seen["complete"]
+    return [tally.line()], ok
+
+
+def mlflow_outages(root: Path, store: str, full: bool) -> tuple[list[str], bool]:
+    """The tracking server stopped mid-sweep and started again."""
+    tally = FaultTally("MLflow unreachable")
+    lines, ok = [], True
+    for i, outage_s in enumerate((20.0, 90.0) if full else (20.0,)):
+        outage = run_mlflow_outage(root / f"m{i}", store, outage_s=outage_s)
+        complete = all(steps[:-1] == sorted(set(steps)) for steps in outage.histories.values())
+        missing = outage.audit.total - len(outage.histories)
+        survived = outage.exit_code == 0 and complete and missing == 0 and outage.pending_left == 0
+        tally.add(outage.audit, survived=survived)
+        ok &= survived and outage.audit.clean
+        lines.append(f"  outage {outage.down_s:.0f} s: trainings ended meanwhile {outage.during['end']}, "
+                     f"metric histories complete {len(outage.histories) - missing}/{outage.audit.total}, "
+                     f"operations left unsent {outage.pending_left}")
+    return [tally.line(), *lines], ok
 
 
 def main() -> int:
-    """Run the fault kinds at the chosen size and print their lines."""
+    """Run the chosen fault kinds and print their lines; exit 1 if any fault was not survived."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a few kills per kind (default)")
-    size.add_argument("--full", action="store_true", help="more kills per kind")
+    size.add_argument("--quick", action="store_true", help="a few faults per kind (default; < 10 min on 2 CPUs)")
+    size.add_argument("--full", action="store_true", help="the long random-kill loop and longer outages")
+    parser.add_argument("--only", nargs="+", choices=KINDS, help="run only these kinds")
     args = parser.parse_args()
-    kills = 12 if args.full else 4
+    chosen = args.only or KINDS
     started = time.time()
+    lines: list[str] = []
+    ok = True
     with tempfile.TemporaryDirectory(prefix="tm23-faults-") as scratch:
         root = Path(scratch)
-        outcomes = try_all(root / "bad")
-        unclear = [o for o in outcomes if not o.clear]
-        print(f"bad inputs tried {len(outcomes)}, clear errors {len(outcomes) - len(unclear)}", flush=True)
-        for o in unclear:
-            print(f"  unclear: {o.case.kind}/{o.case.name}: {'; '.join(o.problems)[:160]}")
-        sources = [str(write_emt_archive(root / "a", elements=("Cu",), frames_per_temperature=10)),
-                   str(write_emt_archive(root / "b", elements=("Cu", "Au"), frames_per_temperature=20, seed=5))]
-        for kind in ("ingest", "ledger", "export", "report"):
-            result = run_kills(kind, root / "w" / kind, sources, kills=kills, seed=sum(map(ord, kind)), max_wait_s=2.5)
-            broken = sum(1 for s in result["seen"] if str(s).startswith("broken"))
-            print(f"interrupted write ({kind}): injected {result['injected']}, survived {result['survived']}, "
-                  f"half-written {broken}", flush=True)
-    for kind in NOT_YET:
-        print(f"{kind}: not measured by this script yet")
+        store = make_sweep_store(root / "store") if set(chosen) - {"bad-input", "interrupted-write"} else ""
+        for kind in chosen:
+            t0 = time.time()
+            if kind == "bad-input":
+                out, good = bad_inputs(root / "bad")
+            elif kind == "interrupted-write":
+                out, good = interrupted_writes(root / "writes", kills=12 if args.full else 4)
+            elif kind == "driver":
+                out, good = driver_kills(root / "driver", store, args.full)
+            elif kind == "worker":
+                out, good = worker_kills(root / "worker", store, args.full)
+            elif kind == "node":
+                out, good = node_losses(root / "node", store, args.full)
+            else:
+                out, good = mlflow_outages(root / "mlflow", store, args.full)
+            ok &= good
+            out[0] += f"  [{time.time() - t0:.0f} s]"
+            for line in out:
+                print(line, flush=True)
+            lines += out
     print(f"wall {time.time() - started:.0f} s")
-    return 0 if not unclear else 1
+    print("every fault survived" if ok else "SOME FAULT NOT SURVIVED")
+    for line in lines:  # the figures again, last, for anyone reading the tail
+        if not line.startswith("  "):
+            print(line.split("  [")[0])
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

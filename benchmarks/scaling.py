@@ -22,7 +22,8 @@ frames of the real archive have ``--atoms-factor`` times the atoms of the embedd
 frames (cost taken as linear in atoms); one GPU trains NequIP ``--gpu-speedup`` times
 faster than one CPU core (not measured: no GPU here); the NequIP cost is that of the
 benchmark configuration, with no factor for the larger configurations of the grid;
-packing on the cluster is perfect, and a group cannot finish before its longest trial.
+packing on the cluster is perfect, and a group cannot finish before its longest trial. A space
+with ASHA is charged :func:`asha_fraction` of full-length trials (synchronous successive halving).
 Ratios (exponents, projected totals) are printed on the last lines.
 """
 
@@ -131,15 +132,35 @@ def protocol_trials(epochs: int) -> list[dict]:
             max_epochs = params.get("max_epochs", epochs) if isinstance(params.get("max_epochs"), int) else epochs
             trials.append({"space": name, "stage": "grid" if name != "nequip_lmax_learning_curve" else "lc-space",
                            "model": group.model, "n": train_frames(group.task), "count": size,
-                           "epochs": min(epochs, max_epochs)})
+                           "epochs": min(epochs, max_epochs), "asha": asha_fraction(loaded.space.scheduler)})
         if name == "nequip_lmax_learning_curve":
             continue
         elements = len(loaded.elements())
         model = loaded.space.studies[0].model
         for task in ("full", "transfer-warm", "transfer-melt", *(f"learning-curve:{n}" for n in LEARNING_CURVE_SIZES)):
             trials.append({"space": name, "stage": "final", "model": model, "n": train_frames(task),
-                           "count": elements, "epochs": epochs})
+                           "count": elements, "epochs": epochs, "asha": 1.0})
     return trials
+
+
+def asha_fraction(scheduler) -> float:
+    """Expected share of full-length compute per trial under synchronous successive halving.
+
+    Rungs at grace·η^k reports below ``max_t``; 1/η^k of the trials pass rung k. Cost is
+    taken as linear in reports, which overstates it for FLARE (later blocks cost more) and
+    understates it for asynchronous ASHA's liberal early promotions. 1.0 without ASHA.
+    """
+    if scheduler.kind != "asha":
+        return 1.0
+    eta, total = scheduler.reduction_factor, scheduler.max_t
+    milestones = []
+    rung = scheduler.grace_period
+    while rung < total:
+        milestones.append(rung)
+        rung *= eta
+    milestones.append(total)
+    cost = milestones[0] + sum((b - a) / eta ** j for j, (a, b) in enumerate(zip(milestones, milestones[1:]), 1))
+    return cost / total
 
 
 def project(meas: dict, epochs: int, atoms_factor: float, gpu_speedup: float, gpus: int, cpus: int) -> dict:
@@ -159,7 +180,7 @@ def project(meas: dict, epochs: int, atoms_factor: float, gpu_speedup: float, gp
         key = (t["space"], t["stage"])
         agg = totals.setdefault(key, {"model": t["model"], "trials": 0, "cpu_s": 0.0})
         agg["trials"] += t["count"]
-        agg["cpu_s"] += one * t["count"]
+        agg["cpu_s"] += one * t["count"] * t["asha"]
         longest[t["model"]] = max(longest[t["model"]], one)
     for (space, stage), agg in totals.items():
         gpu_h = agg["cpu_s"] / 3600 / gpu_speedup if agg["model"] == "nequip" else None

@@ -69,9 +69,16 @@ def emt_archive(tmp_path):
 @pytest.fixture(scope="session")
 def sweep_store(tmp_path_factory) -> str:
     """A Parquet store of Cu and Au, 10 EMT frames per temperature (task ``full``: 24/3/3 frames)."""
+    return make_sweep_store(tmp_path_factory.mktemp("sweep-store"))
+
+
+def make_sweep_store(root) -> str:
+    """Write the Cu+Au EMT archive (10 frames per temperature) under ``root`` and ingest it; returns the store."""
+    from pathlib import Path
+
     from sweep.data import ingest_archive
 
-    root = tmp_path_factory.mktemp("sweep-store")
+    root = Path(root)
     collection = write_emt_archive(root / "archive", elements=("Cu", "Au"), frames_per_temperature=10)
     ingest_archive(collection, root / "store", progress=False)
     return str(root / "store")

@@ -21,6 +21,8 @@ FALLBACK_METRIC = "test_forces_mae"
 LIKELIHOOD_METRIC = "log_likelihood"
 #: Relative distance from the lowest MAE within which FLARE configurations count as tied.
 TIE_RTOL = 0.01
+#: Column (runs table and ledger rows) that marks a trial the scheduler stopped early.
+STOPPED_COLUMN = "stopped_early"
 #: Models whose ties are broken by likelihood.
 LIKELIHOOD_MODELS = frozenset({"flare"})
 
@@ -46,6 +48,9 @@ def pick_best(group: pd.DataFrame, model: str, tie_rtol: float = TIE_RTOL) -> tu
     if metric is None:
         return None
     scored = group[group[metric].notna()]
+    if STOPPED_COLUMN in scored.columns and (~scored[STOPPED_COLUMN].fillna(False).astype(bool)).any():
+        # a trial ASHA stopped early was scored on part of its training: only fully trained ones compete
+        scored = scored[~scored[STOPPED_COLUMN].fillna(False).astype(bool)]
     lowest = float(scored[metric].min())
     order = ["trial_id", "run_id"]
     likelihood = _likelihood(scored)

@@ -234,6 +234,7 @@ def _row(run, experiment: str) -> dict[str, Any]:
     }
     for tag in TAG_COLUMNS:
         row[tag] = data.tags.get(tag)
+    row["stopped_early"] = data.tags.get("stopped_early") == "true"
     row.update(data.metrics)
     row.update({PARAM_PREFIX + k: parse_param(v) for k, v in data.params.items()})
     return row

@@ -48,7 +48,7 @@ def best_configs(records: Sequence[LedgerRecord], tie_rtol: float | None = None)
     """The best grid record per ``model/element``, chosen as the paper chooses (see module doc)."""
     import pandas as pd
 
-    from sweep.analysis.best import LIKELIHOOD_METRIC, SELECTION_METRIC, TIE_RTOL, pick_best
+    from sweep.analysis.best import LIKELIHOOD_METRIC, SELECTION_METRIC, STOPPED_COLUMN, TIE_RTOL, pick_best
 
     rows = []
     for r in records:
@@ -57,7 +57,7 @@ def best_configs(records: Sequence[LedgerRecord], tie_rtol: float | None = None)
         likelihood = r.metrics.get(LIKELIHOOD_METRIC, r.info.get(LIKELIHOOD_METRIC))
         rows.append({"element": r.element, "model": r.model, SELECTION_METRIC: r.metrics[SELECTION_METRIC],
                      LIKELIHOOD_METRIC: likelihood, "trial_id": r.config_hash, "run_id": r.config_hash,
-                     "record": r})
+                     STOPPED_COLUMN: r.status == "stopped", "record": r})
     if not rows:
         return {}
     table = pd.DataFrame(rows)

@@ -86,7 +86,10 @@ def _make_searcher(loaded: LoadedSpace, group: Group, index: int):
     if loaded.space.search.algorithm == "optuna-grid":
         sampler = optuna.samplers.GridSampler({k: s.values() for k, s in searched.items()} or {"_": [0]}, seed=seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=seed)
+        # multivariate: the grid's parameters interact (r_cut with n_max, lr with features);
+        # constant liar: trials running in parallel are not suggested the same point
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=loaded.space.search.tpe_startup(),
+                                             multivariate=True, constant_liar=True)
     space = {k: _optuna_distribution(s) for k, s in searched.items()}
     if not space:  # nothing varies: one fixed point, still a valid Optuna study
         space = {"_": optuna.distributions.CategoricalDistribution([0])}

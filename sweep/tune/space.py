@@ -171,7 +171,13 @@ class SearchSettings(_Strict):
 
     algorithm: Literal["grid", "random", "optuna-grid", "tpe"] = "grid"
     num_samples: int = Field(1, ge=1, description="random: draws of the sampled params; tpe: trials per group")
+    startup_trials: int | None = Field(None, ge=1, description="tpe: random trials before TPE models the results "
+                                                               "(default: a third of num_samples, 2 to 10)")
     seed: int = Field(0, ge=0)
+
+    def tpe_startup(self) -> int:
+        """Optuna's ``n_startup_trials`` for this search."""
+        return self.startup_trials or min(10, max(2, self.num_samples // 3))
     max_concurrent_trials: int | None = Field(None, ge=1)
 
 

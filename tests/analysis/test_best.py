@@ -21,7 +21,7 @@ def runs(rows):
                "trial_id": f"t{i:03d}", "config_hash": f"{task}-{r['config']}", "element": r.get("element", "Au"),
                "model": r["model"], "task": task, "params.l_max": ord(r["config"]) - ord("a"),
                "params.n_train": 20 if task == "grid" else 270}
-        rec.update({k: v for k, v in r.items() if k.startswith(("val_", "test_", "log_"))})
+        rec.update({k: v for k, v in r.items() if k.startswith(("val_", "test_", "log_", "stopped_"))})
         records.append(rec)
     return tidy(records)
 
@@ -93,3 +93,14 @@ def test_the_exported_run_is_the_full_training_of_the_best_grid_config():
     assert (final.loc[("Cu", "flare"), "task"], final.loc[("Cu", "flare"), "config_hash"]) == ("grid", "grid-x")
     assert (final.loc[("Ti", "flare"), "task"], final.loc[("Ti", "flare"), "config_hash"]) == ("full", "full-q")
     assert pd.isna(final.loc[("Ti", "flare"), "best_grid_run"])
+
+
+def test_trials_stopped_early_compete_only_when_nothing_was_fully_trained():
+    table = runs([
+        {"model": "nequip", "config": "a", "val_forces_mae": 5.0, "stopped_early": True},  # a lucky early rung
+        {"model": "nequip", "config": "b", "val_forces_mae": 20.0},
+        {"model": "nequip", "config": "c", "val_forces_mae": 15.0, "element": "Cu", "stopped_early": True},
+    ])
+    best = select_best(table).set_index("element")
+    assert best.loc["Au", "config_hash"] == "grid-b"
+    assert best.loc["Cu", "config_hash"] == "grid-c"  # only stopped trials: the best of them
