@@ -141,3 +141,27 @@ def test_nequip_sharing_space_totals_and_epoch_share(emt_cu_frames, tmp_path):
 
     share = bench.nl_epoch_share(emt_cu_frames[0][:6], emt_cu_frames[0][6:8], 3, tmp_path)
     assert share["epochs"] == 3 and 0 < share["share"] < 1 and share["training_nl_s"] > 0
+
+
+def test_asha_fraction_is_successive_halving_cost():
+    from sweep.tune.space import SchedulerSettings
+
+    scaling = _load("scaling")
+    assert scaling.asha_fraction(SchedulerSettings()) == 1.0
+    # rungs 20, 60, 180, 540 of 1000 epochs, a third passing each
+    nequip = SchedulerSettings(kind="asha", grace_period=20, reduction_factor=3, max_t=1000)
+    expected = (20 + 40 / 3 + 120 / 9 + 360 / 27 + 460 / 81) / 1000
+    assert scaling.asha_fraction(nequip) == pytest.approx(expected)
+    assert scaling.asha_fraction(SchedulerSettings(kind="asha", grace_period=5, max_t=5)) == 1.0
+
+
+def test_faults_script_prints_a_line_per_kind():
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(BENCH / "faults.py"), "--quick", "--only", "bad-input"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1].startswith("bad inputs tried ") and lines[-2] == "every fault survived"
+    tried, clear = (int(w) for w in lines[-1].replace(",", "").split() if w.isdigit())
+    assert tried == clear >= 30
