@@ -71,7 +71,7 @@ def space_text(model: str, strategy: dict | None, quick: bool) -> str:
     if model == "flare":
         params = FLARE_PARAMS.format(r_cut=[3.5, 4.5, 5.5], n_max=[3, 5] if quick else [3, 4, 6], block=4)
     else:
-        params = NEQUIP_PARAMS.format(epochs=5 if quick else 12)
+        params = NEQUIP_PARAMS.format(epochs=24 if quick else 60)
     if strategy is None:
         search, scheduler = "{algorithm: grid}", "{kind: none}"
     else:
@@ -127,9 +127,9 @@ def main() -> None:
     from sweep.tune.space import parse_space
 
     models = args.models.split(",")
-    # ASHA's first rung is one report: one FLARE block (4 of ~18 frames) or one NequIP epoch
+    # ASHA's first rung: one FLARE block (4 of ~18 frames) or two NequIP epochs (rungs 2, 6, 18 of 24)
     strategy = {"flare": {"samples": 8 if args.quick else 16, "grace": 1},
-                "nequip": {"samples": 6 if args.quick else 8, "grace": 1}}
+                "nequip": {"samples": 6 if args.quick else 8, "grace": 2}}
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -18,7 +18,10 @@ the trial, by :meth:`LoadedSpace.resolve_params`).
 
 from __future__ import annotations
 
+import itertools
+import json
 import pickle
+import random
 from typing import Any, Callable
 
 from ray.tune.schedulers import FIFOScheduler
@@ -97,6 +100,25 @@ def _make_searcher(loaded: LoadedSpace, group: Group, index: int):
                         study_name=group.key)
 
 
+#: Repeated draws before a group takes an untried grid point instead.
+MAX_REDRAWS = 10
+
+
+def _point_key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _grid_points(loaded: LoadedSpace, group: Group) -> list[dict] | None:
+    """Every point of the group's searched params when all are discrete (grid or choice), else None."""
+    searched = loaded.searched(group.study)
+    if not searched:
+        return [{"_": 0}]
+    if not all(isinstance(spec, (GridParam, ChoiceParam)) for spec in searched.values()):
+        return None
+    names = list(searched)
+    return [dict(zip(names, values)) for values in itertools.product(*(searched[n].values() for n in names))]
+
+
 class GroupedSearcher(Searcher):
     """One Optuna search per group behind Tune's :class:`Searcher` interface.
 
@@ -111,6 +133,11 @@ class GroupedSearcher(Searcher):
         self._budget = {g.key: loaded.group_size(g.study) for g in self._groups}
         self._issued = {g.key: 0 for g in self._groups}
         self._trial_group: dict[str, str] = {}
+        #: configurations each group has issued, and the inner searcher's id of each Tune trial
+        self._seen: dict[str, set[str]] = {g.key: set() for g in self._groups}
+        self._inner_id: dict[str, str] = {}
+        self._points = {g.key: _grid_points(loaded, g) for g in self._groups}
+        self._rng = random.Random(loaded.space.search.seed)
         self._next = 0
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
@@ -124,7 +151,7 @@ class GroupedSearcher(Searcher):
             group = self._groups[(self._next + k) % n]
             if self._issued[group.key] >= self._budget[group.key]:
                 continue
-            params = self._inner[group.key].suggest(trial_id)
+            params = self._draw_new(group.key, trial_id)
             if params is None:
                 continue
             params.pop("_", None)
@@ -135,17 +162,42 @@ class GroupedSearcher(Searcher):
                                "task": group.task, "params": params}}
         return self.FINISHED
 
+    def _draw_new(self, key: str, trial_id: str) -> dict | None:
+        """The group's next suggestion that it has not issued before (TPE on a grid repeats itself).
+
+        A repeated point is withdrawn from the inner search as failed, which TPE ignores, and
+        drawn again under a fresh inner id. After ``MAX_REDRAWS`` repeats, a discrete space gets
+        a random point it has not tried yet, enqueued in the inner study; a continuous one (or a
+        spent grid) accepts the repeat, which the ledger then serves without training.
+        """
+        inner = self._inner[key]
+        for attempt in range(MAX_REDRAWS + 1):
+            inner_id = trial_id if attempt == 0 else f"{trial_id}~{attempt}"
+            if attempt == MAX_REDRAWS:
+                untried = [p for p in self._points[key] or [] if _point_key(p) not in self._seen[key]]
+                if untried:
+                    inner._ot_study.enqueue_trial(self._rng.choice(untried))  # Ray's OptunaSearch keeps its study here
+            params = inner.suggest(inner_id)
+            if params is None:
+                return None
+            if _point_key(params) not in self._seen[key] or attempt == MAX_REDRAWS:
+                self._seen[key].add(_point_key(params))
+                self._inner_id[trial_id] = inner_id
+                return params
+            inner.on_trial_complete(inner_id, None, error=True)
+        return None
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Forward an intermediate result to the trial's own group."""
         key = self._trial_group.get(trial_id)
         if key is not None and self.metric in result:
-            self._inner[key].on_trial_result(trial_id, result)
+            self._inner[key].on_trial_result(self._inner_id.get(trial_id, trial_id), result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Forward the final result to the trial's own group."""
         key = self._trial_group.get(trial_id)
         if key is not None:
-            self._inner[key].on_trial_complete(trial_id, result, error)
+            self._inner[key].on_trial_complete(self._inner_id.get(trial_id, trial_id), result, error)
 
     def save(self, checkpoint_path: str) -> None:
         """Pickle every group's search state (Tune calls this with each experiment snapshot)."""

@@ -67,6 +67,20 @@ def test_tpe_spends_num_samples_per_group_and_survives_save_restore(tmp_path):
     assert Counter(group_key(c) for c in first + rest) == {"nequip/Cu/full": 4, "nequip/Ti/full": 4}
 
 
+def test_tpe_on_a_grid_never_issues_a_point_twice_while_untried_ones_remain():
+    loaded = _space("tpe", n=6, kind="grid")  # 6 samples of a 6-point grid per element
+    searcher = GroupedSearcher(loaded)
+    configs = _drain(searcher)
+    assert len(configs) == 12
+    for element in ("Cu", "Ti"):
+        points = [(c["spec"]["params"]["l_max"], c["spec"]["params"]["learning_rate"])
+                  for c in configs if c["spec"]["element"] == element]
+        assert sorted(points) == sorted((l, lr) for l in (0, 1, 2) for lr in (0.01, 0.005)), points
+    # the withdrawn repeats are failed asks of the inner study, not results it learns from
+    study = searcher._inner["nequip/Cu/full"]._ot_study
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 6
+
+
 def test_variant_space_expands_per_element_grids():
     loaded = _space("grid")
     variants = [spec for _, spec in generate_variants(variant_param_space(loaded))]
