@@ -127,9 +127,9 @@ def main() -> None:
     from sweep.tune.space import parse_space
 
     models = args.models.split(",")
-    # ASHA's first rung: one FLARE block (4 of ~18 frames) or two NequIP epochs (rungs 2, 6, 18 of 24)
+    # ASHA's first rung: one FLARE block (4 of ~18 frames) or six NequIP epochs (rungs 6, 18 of 24)
     strategy = {"flare": {"samples": 8 if args.quick else 16, "grace": 1},
-                "nequip": {"samples": 6 if args.quick else 8, "grace": 2}}
+                "nequip": {"samples": 6 if args.quick else 8, "grace": 6}}
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
