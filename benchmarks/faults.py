@@ -36,7 +36,7 @@ from tests.faults.driver_kills import MOMENTS, run_driver_kills  # noqa: E402
 from tests.faults.interrupted import run_kills  # noqa: E402
 from tests.faults.mlflow_outage import run_mlflow_outage  # noqa: E402
 from tests.faults.node_loss import run_node_loss  # noqa: E402
-from tests.faults.sweeps import FaultTally  # noqa: E402
+from tests.faults.sweeps import FLARE_STEPS, FaultTally  # noqa: E402
 from tests.faults.worker_kills import run_worker_kills  # noqa: E402
 
 KINDS = ("bad-input", "interrupted-write", "driver", "worker", "node", "mlflow")
@@ -111,7 +111,7 @@ def mlflow_outages(root: Path, store: str, full: bool) -> tuple[list[str], bool]
     lines, ok = [], True
     for i, outage_s in enumerate((20.0, 90.0) if full else (20.0,)):
         outage = run_mlflow_outage(root / f"m{i}", store, outage_s=outage_s)
-        complete = all(steps[:-1] == sorted(set(steps)) for steps in outage.histories.values())
+        complete = all(steps == FLARE_STEPS for steps in outage.histories.values())
         missing = outage.audit.total - len(outage.histories)
         survived = outage.exit_code == 0 and complete and missing == 0 and outage.pending_left == 0
         tally.add(outage.audit, survived=survived)

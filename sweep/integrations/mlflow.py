@@ -97,6 +97,9 @@ class TrialRun:
         self.reattached = False
         self.was_finished = False
         self.logged_upto: int = -1
+        #: (metric, step) pairs sent or queued by this object, and those a re-attached run had
+        self._logged: set[tuple[str, int]] = set()
+        self._history: dict[str, set[int]] = {}
         self._queue: list[dict[str, Any]] = []
         self.failures = 0
         self._streak = 0
@@ -118,11 +121,28 @@ class TrialRun:
         self._push({"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        """Log numeric metrics at ``step`` (non-numbers and NaN-free filtering left to MLflow)."""
-        values = {k: float(v) for k, v in metrics.items() if _is_number(v)}
+        """Log numeric metrics at ``step``, each (metric, step) once.
+
+        The final metrics repeat the last report's validation errors, and a trial resumed after
+        a kill logs its final metrics again: a value the run already has at ``step`` is skipped.
+        """
+        values = {k: float(v) for k, v in metrics.items()
+                  if _is_number(v) and (k, int(step)) not in self._logged and not self._run_has(k, int(step))}
+        self._logged.update((k, int(step)) for k in values)
         if values:
             self._push({"op": "metrics", "metrics": values, "step": int(step),
                         "timestamp": int(time.time() * 1000)})
+
+    def _run_has(self, key: str, step: int) -> bool:
+        """Whether a re-attached run already holds ``key`` at ``step`` (one history read per key)."""
+        if not self.reattached or self.run_id is None:
+            return False
+        if key not in self._history:
+            try:
+                self._history[key] = {m.step for m in client(self.uri).get_metric_history(self.run_id, key)}
+            except Exception:  # store down: log it (at worst a value twice at one step)
+                return False
+        return step in self._history[key]
 
     def log_step(self, step: int, metrics: Mapping[str, float]) -> None:
         """A per-epoch (or per-frames-added) report; steps a re-attached run already has are skipped."""

@@ -43,6 +43,11 @@ studies:
 """
 
 
+#: The steps every configuration of the FLARE fault space reports (and logs to MLflow once each):
+#: a block of 4 of its 24 training frames at a time.
+FLARE_STEPS = [4, 8, 12, 16, 20, 24]
+
+
 def flare_space(folder: Path, name: str, zetas: tuple[int, ...] = (2,)) -> tuple[Path, int]:
     """Write the fault suite's FLARE space as ``folder/name.yaml``; returns (path, number of trials)."""
     path = Path(folder) / f"{name}.yaml"

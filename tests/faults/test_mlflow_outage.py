@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.faults.mlflow_outage import run_mlflow_outage
-
-BLOCKS = [4, 8, 12, 16, 20, 24, 24]  # a block every 4 of 24 frames, then the final metrics
+from tests.faults.sweeps import FLARE_STEPS
 
 
 @pytest.mark.slow
@@ -20,5 +19,5 @@ def test_mlflow_server_restart_loses_no_metric(tmp_path, sweep_store):
     assert (audit.lost, audit.redone, audit.duplicates, audit.running) == (0, 0, 0, 0), audit
     # nothing lost: every configuration's validation curve is complete in the server's store
     assert len(outage.histories) == audit.total
-    assert all(steps == BLOCKS for steps in outage.histories.values()), outage.histories
+    assert all(steps == FLARE_STEPS for steps in outage.histories.values()), outage.histories
     assert outage.pending_left == 0

@@ -34,9 +34,15 @@ def test_one_run_per_configuration_reattached_by_tag(tmp_path):
     assert again.run_id == first.run_id and again.reattached and again.logged_upto == 3
     for step in (2, 3, 4):  # a resumed trainer reports from its checkpoint on
         again.log_step(step, {"val_forces_mae": 1.0 / step})
+    again.log_metrics({"val_forces_mae": 0.25, "test_forces_mae": 9.0}, step=4)  # the final metrics
     (tmp_path / "f.txt").write_text("x")
     again.log_artifacts(tmp_path / "f.txt")
     assert again.close("FINISHED")
+    # killed after the final metrics went out, before the ledger: the resumed trial logs them again
+    third = TrialRun(uri, exp, {**TAGS, "trial_id": "t9"}, "run-h1").start()
+    third.log_metrics({"val_forces_mae": 0.25, "test_forces_mae": 9.0}, step=4)
+    assert third.close("FINISHED")
+    assert [m.step for m in client(uri).get_metric_history(first.run_id, "test_forces_mae")] == [4]
 
     runs = find_runs(uri, exp)
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
