@@ -141,11 +141,11 @@ def record_training_start(work_dir: Path, resumed: bool, trial_id: str | None) -
     return len(counts["starts"])
 
 
-def record_training_end(work_dir: Path, trial_id: str | None) -> int:
-    """Note that a training in ``work_dir`` ran to its end; returns how many have."""
+def record_training_end(work_dir: Path, trial_id: str | None, last_step: int | None = None) -> int:
+    """Note that a training in ``work_dir`` ran to its end (at report ``last_step``); returns how many have."""
     path = Path(work_dir) / COUNTER_FILE
     counts = training_counts(work_dir)
-    counts["ends"].append({"at": time.time(), "trial_id": trial_id, "pid": os.getpid()})
+    counts["ends"].append({"at": time.time(), "trial_id": trial_id, "pid": os.getpid(), "last_step": last_step})
     atomic_write_json(path, counts)
     return len(counts["ends"])
 

@@ -37,6 +37,7 @@ from sweep.tune.ledger import (
     node_facts,
     record_training_end,
     record_training_start,
+    training_counts,
 )
 from sweep.tune.resources import TrialResources
 from sweep.tune.space import LoadedSpace
@@ -146,7 +147,7 @@ def _train_and_record(sweep: SweepContext, spec: dict, hyper: dict, digest: str,
     timings["setup_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     try:
-        result = _training(model, hyper, split, work, reporter, context, trial_id, export)
+        result = _training(model, hyper, split, work, reporter, context, trial_id, export, last)
     except SystemExit:
         # Tune's scheduler stopped this trial (tune.report raised). Record it, so that a restore
         # does not run it on; the driver does the same (StoppedTrials) in case this thread is
@@ -181,19 +182,26 @@ def _train_and_record(sweep: SweepContext, spec: dict, hyper: dict, digest: str,
     tune.report({**metrics, LEDGER_HIT: 0.0, CONFIG_HASH: digest, FINAL: 1.0})
 
 
-def _training(model: str, hyper: dict, split, work: Path, reporter, context, trial_id: str, export: bool):
-    """Train (or pick up a training finished before a kill); returns (metrics, info)."""
+def _training(model: str, hyper: dict, split, work: Path, reporter, context, trial_id: str, export: bool,
+              last: dict):
+    """Train (or pick up a training finished before a kill); returns (metrics, info).
+
+    ``last["step"]`` ends as the training's last report, also when it was trained before a kill.
+    """
     from sweep.train import run_training
 
     finished = work / "metrics.json"
     if finished.exists():  # trained, scored and saved before the driver was killed
         saved = json.loads(finished.read_text())
+        ends = training_counts(work)["ends"]
+        if ends and ends[-1].get("last_step") is not None:
+            last["step"] = int(ends[-1]["last_step"])
         return saved["metrics"], saved.get("info", {})
     checkpoint = work / "checkpoint"
     resumed = checkpoint.is_dir() and any(checkpoint.iterdir())
     record_training_start(work, resumed=resumed, trial_id=trial_id)
     result = run_training(model, hyper, split, work, reporter=reporter, context=context, export=export)
-    record_training_end(work, trial_id=trial_id)
+    record_training_end(work, trial_id=trial_id, last_step=last["step"])
     return result.metrics, result.info
 
 

@@ -44,10 +44,24 @@ def test_training_counter_appends(tmp_path):
     assert training_starts(tmp_path) == []
     assert record_training_start(tmp_path, resumed=False, trial_id="t1") == 1
     assert record_training_start(tmp_path, resumed=True, trial_id="t2") == 2
-    assert record_training_end(tmp_path, trial_id="t2") == 1
+    assert record_training_end(tmp_path, trial_id="t2", last_step=24) == 1
     counts = training_counts(tmp_path)
     assert [s["resumed_from_checkpoint"] for s in counts["starts"]] == [False, True]
-    assert [e["trial_id"] for e in counts["ends"]] == ["t2"]
+    assert [(e["trial_id"], e["last_step"]) for e in counts["ends"]] == [("t2", 24)]
+
+
+def test_a_training_finished_before_a_kill_keeps_its_last_step(tmp_path):
+    # the driver died after metrics.json and the end were written, before the ledger record: the
+    # resumed trial takes the saved metrics and logs them at the training's last step, not at 0
+    from sweep.tune.trainable import _training
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"metrics": {"val_forces_mae": 1.5}, "info": {"n": 3}}))
+    record_training_start(tmp_path, resumed=False, trial_id="t1")
+    record_training_end(tmp_path, trial_id="t1", last_step=24)
+    last = {"step": 0, "metrics": {}}
+    metrics, info = _training("flare", {}, None, tmp_path, None, None, "t2", False, last)
+    assert (metrics, info, last["step"]) == ({"val_forces_mae": 1.5}, {"n": 3}, 24)
+    assert len(training_counts(tmp_path)["starts"]) == 1  # nothing trained again
 
 
 def test_config_lock_serialises_two_holders(tmp_path):
