@@ -132,7 +132,9 @@ def _train_and_record(sweep: SweepContext, spec: dict, hyper: dict, digest: str,
         "resources": request.as_dict(), "space": sweep.loaded.source,
     })
 
-    last: dict[str, Any] = {"step": 0, "metrics": {}}
+    # a training resumed from a checkpoint at its very end reports nothing new: its last step is
+    # then the last one its (re-attached) MLflow run already has
+    last: dict[str, Any] = {"step": max(run.logged_upto, 0), "metrics": {}}
 
     def reporter(step: int, metrics) -> None:
         values = {k: float(v) for k, v in metrics.items()}
