@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from sweep.tune.ledger import training_counts
 from tests.faults.sweeps import Audit, audit_sweep, current_trainings, flare_space
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,7 +101,7 @@ def main(root: str, store: str, workers: int) -> int:
         cluster.shutdown()
     seen.update({"complete": summary.complete, "errors": summary.errors})
     if seen["removed"]:
-        counts = json.loads((Path(seen["removed"]["work"]) / "trainings.json").read_text())
+        counts = training_counts(Path(seen["removed"]["work"]))
         seen["removed"]["starts"], seen["removed"]["ends"] = counts["starts"], counts["ends"]
     print(json.dumps(seen, default=str), flush=True)
     return 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from sweep.tune.ledger import COUNTER_FILE, training_counts
 from tests.sweeps.conftest import REPO, cli_command, cli_env, mlflow_runs
 
 #: FLARE trials of 1 CPU (6 r_cut × Cu, Au × the ζ values), 6 frame blocks each, checkpointed per block.
@@ -109,8 +110,8 @@ def audit_sweep(runs: Path, name: str, total: int, tracking_uri: str | None = No
     ledger = {p.stem: json.loads(p.read_text()) for p in (sweep_dir / "ledger").glob("*.json")}
     finished = sum(1 for r in ledger.values() if r["status"] == "finished")
     redone = starts = resumed = 0
-    for counter in (sweep_dir / "work").glob("*/trainings.json"):
-        counts = json.loads(counter.read_text())
+    for counter in (sweep_dir / "work").glob(f"*/{COUNTER_FILE}"):
+        counts = training_counts(counter.parent)
         starts += len(counts["starts"])
         resumed += sum(1 for s in counts["starts"] if s.get("resumed_from_checkpoint"))
         ends = counts["ends"]
@@ -127,13 +128,10 @@ def audit_sweep(runs: Path, name: str, total: int, tracking_uri: str | None = No
 def progress(sweep_dir: Path) -> dict[str, float]:
     """Training starts and ends, ledger records and the newest checkpoint's time, so far."""
     starts = ends = 0
-    for path in Path(sweep_dir).glob("work/*/trainings.json"):
-        try:
-            counts = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        starts += len(counts.get("starts", []))
-        ends += len(counts.get("ends", []))
+    for path in Path(sweep_dir).glob(f"work/*/{COUNTER_FILE}"):
+        counts = training_counts(path.parent)  # written atomically: whole or absent
+        starts += len(counts["starts"])
+        ends += len(counts["ends"])
     checkpoints = [p.stat().st_mtime for p in Path(sweep_dir).glob("work/*/checkpoint/*/progress.json")]
     return {"start": starts, "end": ends, "ledger": len(list(Path(sweep_dir).glob("ledger/*.json"))),
             "checkpoint": max(checkpoints, default=0.0)}
@@ -142,11 +140,8 @@ def progress(sweep_dir: Path) -> dict[str, float]:
 def current_trainings(sweep_dir: Path) -> list[dict]:
     """Trainings started and not ended: ``{"work", "pid", "trial_id", "frames_added"}`` each."""
     out = []
-    for path in Path(sweep_dir).glob("work/*/trainings.json"):
-        try:
-            counts = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+    for path in Path(sweep_dir).glob(f"work/*/{COUNTER_FILE}"):
+        counts = training_counts(path.parent)
         if counts["starts"] and not counts["ends"]:
             last = counts["starts"][-1]
             out.append({"work": path.parent, "pid": last["pid"], "trial_id": last.get("trial_id"),

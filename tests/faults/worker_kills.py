@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sweep.tune.ledger import training_counts
 from tests.faults.sweeps import Audit, audit_sweep, current_trainings, flare_space, start_driver, wait_for
 
 
@@ -76,7 +77,7 @@ def run_worker_kills(root: Path, store: str, kills: int, seed: int, num_cpus: in
 
 
 def _outcome(sweep_dir: Path, kill: dict) -> dict:
-    counts = json.loads((Path(kill["work"]) / "trainings.json").read_text())
+    counts = training_counts(Path(kill["work"]))
     trial_ids = {s.get("trial_id") for s in counts["starts"]}
     steps: Counter = Counter()
     for trial_id in trial_ids:
