@@ -724,6 +724,16 @@ def save_checkpoint(directory: Path, progress: Progress, model: dict) -> None:
         atomic_write_json(tmp / "progress.json", progress.__dict__)
 
 
+def close_block(directory: Path, progress: Progress, params: FlareParams, spec: DescriptorSpec,
+                train_frames: Sequence[Atoms], stop: int, metrics: dict[str, float], jitter: float,
+                started: float) -> None:
+    """Record a block of frames added up to ``stop`` (its metrics, its time) and checkpoint the model so far."""
+    progress.history.append({"step": stop, **metrics})
+    progress.elapsed_s += time.perf_counter() - started
+    save_checkpoint(directory, progress, sgp_dict(spec, progress.hyps, params.zeta, train_frames[:stop],
+                                                  progress.sparse, jitter, params.sigma_e_per_atom))
+
+
 def load_checkpoint(directory: Path, fingerprint: str) -> Progress | None:
     """The progress of a matching checkpoint in ``directory``, or ``None``."""
     path = Path(directory) / CHECKPOINT_NAME / "progress.json"
@@ -890,11 +900,7 @@ def train_serial(params: FlareParams, train_frames: Sequence[Atoms], val_frames:
                      for s in val_strucs]
             t = _tick(timers, "predict", t)
             metrics = report_metrics(val_frames, preds, ll, sgp.n_sparse, progress.hyps)
-            progress.history.append({"step": stop, **metrics})
-            progress.elapsed_s += time.perf_counter() - t0
-            save_checkpoint(checkpoint_dir, progress,
-                            sgp_dict(spec, progress.hyps, params.zeta, train_frames[:stop], progress.sparse,
-                                     sgp.Kuu_jitter, params.sigma_e_per_atom))
+            close_block(checkpoint_dir, progress, params, spec, train_frames, stop, metrics, sgp.Kuu_jitter, t0)
             _tick(timers, "checkpoint", t)
             reporter(stop, metrics)
         model = sgp_dict(spec, progress.hyps, params.zeta, train_frames[:progress.frames_added], progress.sparse,

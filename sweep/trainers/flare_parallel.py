@@ -68,6 +68,7 @@ from sweep.trainers.flare import (
     Progress,
     _flare,
     check_frames,
+    close_block,
     frames_fingerprint,
     energy_noise_scale,
     initial_hyps,
@@ -80,7 +81,6 @@ from sweep.trainers.flare import (
     optimisation_due,
     prediction_from_efs,
     report_metrics,
-    save_checkpoint,
     select_uncertain,
     sgp_dict,
 )
@@ -556,11 +556,7 @@ def run_training(comm, job: dict, emit: Callable[[dict], None]) -> None:
             progress.hyps = [float(h) for h in engine.hyps]
             progress.log_likelihood = loglik
             metrics = report_metrics(val_frames, preds, loglik, engine.n_sparse, progress.hyps)
-            progress.history.append({"step": stop, **metrics})
-            progress.elapsed_s += time.perf_counter() - t0
-            save_checkpoint(checkpoint_dir, progress,
-                            sgp_dict(spec, progress.hyps, params.zeta, train_frames[:stop], engine.sparse,
-                                     engine.jitter, params.sigma_e_per_atom))
+            close_block(checkpoint_dir, progress, params, spec, train_frames, stop, metrics, engine.jitter, t0)
             emit({"event": "report", "step": stop, "metrics": metrics})
     if rank0:
         model = sgp_dict(spec, progress.hyps, params.zeta, train_frames, engine.sparse, engine.jitter,
