@@ -120,6 +120,18 @@ def _text_colour(rgba) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.45 else "white"
 
 
+def _cell_grid(ax, n_cols: int, n_rows: int, linewidth: float) -> None:
+    """Heatmap frame: labels on top, white lines between cells, no ticks or spines."""
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    ax.set_xticks(np.arange(-0.5, n_cols), minor=True)
+    ax.set_yticks(np.arange(-0.5, n_rows), minor=True)
+    ax.grid(which="minor", color="white", linewidth=linewidth)
+    ax.tick_params(which="minor", length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def heatmap_png(values: Mapping[str, float], title: str, unit: str,
                 limits: tuple[float, float] | None = None) -> bytes:
     """A d-block heatmap of ``values`` (symbol → number): symbol and value in each cell, absent cells grey."""
@@ -141,14 +153,7 @@ def heatmap_png(values: Mapping[str, float], title: str, unit: str,
                     va="center", fontsize=10.5, color=colour)
     ax.set_xticks(range(len(GROUPS)), [ROMAN[g] for g in GROUPS], fontsize=11)
     ax.set_yticks(range(len(PERIODS)), [f"period {p}" for p in PERIODS], fontsize=11)
-    ax.xaxis.tick_top()
-    ax.tick_params(length=0)
-    ax.set_xticks(np.arange(-0.5, len(GROUPS)), minor=True)
-    ax.set_yticks(np.arange(-0.5, len(PERIODS)), minor=True)
-    ax.grid(which="minor", color="white", linewidth=2.5)
-    ax.tick_params(which="minor", length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    _cell_grid(ax, len(GROUPS), len(PERIODS), linewidth=2.5)
     ax.set_title(title, fontsize=13, pad=26)
     bar = fig.colorbar(image, ax=ax, fraction=0.025, pad=0.02, shrink=0.85)
     bar.set_label(unit, fontsize=11)
@@ -259,14 +264,7 @@ def transfer_png(table: pd.DataFrame, metric: str, limits: tuple[float, float] |
                     fontsize=9.5, color=colour)
     ax.set_xticks(range(len(elements)), elements, fontsize=11, fontweight="bold")
     ax.set_yticks(range(len(rows)), [f"{model_name(m)} {TRANSFER_TASKS[t]}" for m, t in rows], fontsize=10)
-    ax.xaxis.tick_top()
-    ax.tick_params(length=0)
-    ax.set_xticks(np.arange(-0.5, len(elements)), minor=True)
-    ax.set_yticks(np.arange(-0.5, len(rows)), minor=True)
-    ax.grid(which="minor", color="white", linewidth=2)
-    ax.tick_params(which="minor", length=0)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    _cell_grid(ax, len(elements), len(rows), linewidth=2)
     ax.set_title(f"Transfer from cold: {metric_title(metric)}", fontsize=12, pad=22)
     bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
     bar.set_label(metric_unit(metric))
