@@ -13,20 +13,28 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMPS := .stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lock clean distclean
+.PHONY: setup demo test test-full lock clean distclean
 
-setup: $(STAMPS)/project
+setup: $(STAMPS)/project $(STAMPS)/mace
 
-# Debian packages: FLARE's C++ build, sshd and rsync for `ray up`, Chromium for the dashboard test.
-$(STAMPS)/apt: setup/apt-packages.txt
+# Debian packages: FLARE's C++ build, sshd and rsync for `ray up`, Chromium for the dashboard test, and the
+# servers the cluster tests run. As root, missing ones are installed; otherwise make stops with one line
+# naming them (an administrator installs them, or a module/conda environment provides them).
+APT_LIST ?= setup/apt-packages.txt
+$(STAMPS)/apt: $(APT_LIST)
 	@mkdir -p $(STAMPS)
-	@pkgs=$$(grep -v '^#' setup/apt-packages.txt | xargs); \
-	if dpkg-query -W -f='$${Status}\n' $$pkgs 2>/dev/null | grep -vq 'install ok installed' \
-	   || [ $$(dpkg-query -W -f='$${Status}\n' $$pkgs 2>/dev/null | wc -l) -ne $$(echo $$pkgs | wc -w) ]; then \
-	  echo "[setup] apt-get install $$pkgs"; \
+	@pkgs=$$(grep -v '^#' $(APT_LIST) | xargs); \
+	missing=$$(for p in $$pkgs; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' \
+	           || echo $$p; done | xargs); \
+	if [ -z "$$missing" ]; then echo "[setup] apt packages present"; \
+	elif [ "$$(id -u)" -ne 0 ]; then \
+	  echo "[setup] missing Debian packages: $$missing; as a non-root user ask an administrator for" \
+	       "'apt-get install $$missing' (or load them as environment modules) and run make again" >&2; exit 1; \
+	else \
+	  echo "[setup] apt-get install $$missing"; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; \
-	else echo "[setup] apt packages present"; fi
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 	@touch $@
 
 # The venv, with torch==2.13.0 alone first: it is the CPU build on this machine's disk,
@@ -50,6 +58,18 @@ $(STAMPS)/flare: $(STAMPS)/apt $(STAMPS)/deps setup/flare/build_flare.sh setup/f
 	setup/flare/build_flare.sh $(VENV)
 	@touch $@
 
+# MACE's own venv: mace-torch 0.3.16 pins e3nn==0.4.4 and nequip 0.19 needs e3nn>=0.6, so MACE
+# trains in .venv-mace (sweep/trainers/mace runs it as a subprocess). torch==2.13.0 alone first, as above.
+MACE_VENV := .venv-mace
+MACE_PIP := $(MACE_VENV)/bin/python -m pip --disable-pip-version-check
+$(STAMPS)/mace: setup/mace/requirements.txt setup/mace/constraints.txt
+	@mkdir -p $(STAMPS)
+	@echo "[setup] creating $(MACE_VENV) for MACE (torch==2.13.0 CPU, mace-torch pinned)"
+	[ -x $(MACE_VENV)/bin/python ] || $(PYTHON) -m venv $(MACE_VENV)
+	$(MACE_PIP) install -q torch==2.13.0
+	$(MACE_PIP) install -q -r setup/mace/requirements.txt -c setup/mace/constraints.txt
+	@touch $@
+
 $(STAMPS)/project: $(STAMPS)/flare pyproject.toml
 	@echo "[setup] installing tm23-sweep (editable)"
 	$(PIP) install -q --no-deps --no-build-isolation -e .
@@ -61,15 +81,23 @@ demo: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The checks of all 27 metals (phases of every trajectory), about 10 minutes on 2 cores.
+test-full: setup
+	$(PY) -m pytest -m full_table $(PYTEST_ARGS)
+
 # Re-pin setup/constraints.txt to what is installed now.
 lock: setup
 	@{ echo "# Every package of the venv, pinned to the set measured together (pip freeze, $$(date +%F))."; \
 	   echo "# Used as pip constraints by the Makefile; regenerate with: make lock"; \
-	   $(PIP) freeze | grep -v -E '^(torch==|mir-flare|-e )'; } > setup/constraints.txt.tmp
+	   $(PIP) freeze | grep -v -E '^(torch==|mir-flare|-e |# Editable)'; } > setup/constraints.txt.tmp
 	@mv setup/constraints.txt.tmp setup/constraints.txt
+	@{ echo "# Every package of .venv-mace (MACE's own venv), pinned to the set measured together (pip freeze, $$(date +%F))."; \
+	   echo "# Used as pip constraints by the Makefile's .stamps/mace; regenerate with: make lock"; \
+	   $(MACE_PIP) freeze | grep -v -E '^(torch==|-e |# Editable)'; } > setup/mace/constraints.txt.tmp
+	@mv setup/mace/constraints.txt.tmp setup/mace/constraints.txt
 
 clean:
 	rm -rf .pytest_cache build *.egg-info
 
 distclean: clean
-	rm -rf $(VENV) $(STAMPS)
+	rm -rf $(VENV) $(MACE_VENV) $(STAMPS)

@@ -1,10 +1,12 @@
 """Inject faults and print one line per kind, measured: ``<kind>: injected N, survived N, trials lost 0, ...``.
 
-    python benchmarks/faults.py [--quick | --full] [--only KIND ...]
+    python benchmarks/faults.py [--quick | --full] [--only KIND ...] [--kills N]
 
-Kinds (issue 7), each on a small real sweep (FLARE on EMT-labelled Cu and Au, 2 CPUs):
+Kinds, each on a small real sweep (FLARE on EMT-labelled Cu and Au, 2 CPUs):
 
-* bad input: the corpus of tests/faults/corpus.py (archive files, space YAML, CLI);
+* bad input: the corpus of tests/faults/corpus.py (archive files, space YAML, CLI) and the second one of
+  tests/faults/corpus_second.py (stores, sweep state, tracking server, full disks, user folders), plus
+  two ``run`` drivers racing on one name and a sweep stopped by SIGINT and by SIGTERM;
 * interrupted write: ingest, ledger, export and report SIGKILLed mid-write;
 * driver SIGKILL: seeded moments cycling through scheduling, mid-trial, checkpoint, MLflow
   logging and just after a trial ends, each followed by a resume (--full: 12 kills on 24 trials);
@@ -32,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 from tests.conftest import make_sweep_store, write_emt_archive  # noqa: E402
 from tests.faults.corpus import try_all  # noqa: E402
+from tests.faults.corpus_second import race_two_runs, try_second  # noqa: E402
+from tests.faults.signals import stop_and_resume  # noqa: E402
 from tests.faults.driver_kills import MOMENTS, run_driver_kills  # noqa: E402
 from tests.faults.interrupted import run_kills  # noqa: E402
 from tests.faults.mlflow_outage import run_mlflow_outage  # noqa: E402
@@ -42,13 +46,23 @@ from tests.faults.worker_kills import run_worker_kills  # noqa: E402
 KINDS = ("bad-input", "interrupted-write", "driver", "worker", "node", "mlflow")
 
 
-def bad_inputs(root: Path) -> tuple[list[str], bool]:
-    """The corpus: ``bad inputs tried N, clear errors N`` and the unclear ones."""
-    outcomes = try_all(root)
-    unclear = [o for o in outcomes if not o.clear]
-    lines = [f"bad inputs tried {len(outcomes)}, clear errors {len(outcomes) - len(unclear)}"]
-    lines += [f"  unclear: {o.case.kind}/{o.case.name}: {'; '.join(o.problems)[:160]}" for o in unclear]
-    return lines, not unclear
+def bad_inputs(root: Path, store: str) -> tuple[list[str], bool]:
+    """Both corpora, the race and the signals: ``bad inputs tried N, clear errors N, nothing lost`` and the unclear ones."""
+    first, second = try_all(root), try_second(root)
+    race = race_two_runs(root / "race", store)
+    signals = stop_and_resume(root / "signals", store)
+    outcomes = first + second + [race]
+    unclear = [f"{o.case.kind}/{o.case.name}: {'; '.join(o.problems)[:160]}" for o in outcomes if not o.clear]
+    unclear += [f"signal/{sig}: exit {signals.exits.get(sig)}, strays {signals.strays.get(sig)}"
+                for sig in ("SIGINT", "SIGTERM") if not signals.clean(sig)]
+    tried = len(outcomes) + 2
+    audit = signals.audit
+    lost = audit.lost + audit.redone + audit.duplicates if audit else 1
+    lines = [f"bad inputs tried {tried}, clear errors {tried - len(unclear)}, "
+             f"{'nothing lost' if lost == 0 else f'LOST OR REDONE {lost}'} (first corpus {len(first)}, second "
+             f"{len(second) + 3})"]
+    lines += [f"  unclear: {u}" for u in unclear]
+    return lines, not unclear and lost == 0
 
 
 def interrupted_writes(root: Path, kills: int) -> tuple[list[str], bool]:
@@ -129,6 +143,7 @@ def main() -> int:
     size.add_argument("--quick", action="store_true", help="a few faults per kind (default; < 10 min on 2 CPUs)")
     size.add_argument("--full", action="store_true", help="the long random-kill loop and longer outages")
     parser.add_argument("--only", nargs="+", choices=KINDS, help="run only these kinds")
+    parser.add_argument("--kills", type=int, default=None, help="interrupted writes per writer (quick 4, full 12)")
     args = parser.parse_args()
     chosen = args.only or KINDS
     started = time.time()
@@ -136,13 +151,13 @@ def main() -> int:
     ok = True
     with tempfile.TemporaryDirectory(prefix="tm23-faults-") as scratch:
         root = Path(scratch)
-        store = make_sweep_store(root / "store") if set(chosen) - {"bad-input", "interrupted-write"} else ""
+        store = make_sweep_store(root / "store") if set(chosen) - {"interrupted-write"} else ""
         for kind in chosen:
             t0 = time.time()
             if kind == "bad-input":
-                out, good = bad_inputs(root / "bad")
+                out, good = bad_inputs(root / "bad", store)
             elif kind == "interrupted-write":
-                out, good = interrupted_writes(root / "writes", kills=12 if args.full else 4)
+                out, good = interrupted_writes(root / "writes", kills=args.kills or (12 if args.full else 4))
             elif kind == "driver":
                 out, good = driver_kills(root / "driver", store, args.full)
             elif kind == "worker":

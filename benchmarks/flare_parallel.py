@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/flare_parallel.py [--quick] [--repeats N]
 
 Both rank counts do exactly the same work, so the ratio is a ratio of times, not of luck:
-the training loop of ``sweep.trainers.flare_parallel.DistributedSGP`` over EMT Cu frames
+the training loop of ``sweep.trainers.flare.engines.DistributedSGP`` over EMT Cu frames
 (107 atoms, B2 n_max 8 l_max 3, ζ 2, 20 sparse environments per frame): descriptors,
 kernel blocks, uncertainty selection, one solve and a validation prediction per block;
 then a fixed number of likelihood-and-gradient evaluations, which is what each L-BFGS-B
@@ -65,16 +65,17 @@ def thetas(n: int) -> list[np.ndarray]:
 
 def engine_work(comm, cfg: dict) -> dict:
     """The fixed work on every rank of ``comm``; timings (seconds) on rank 0."""
-    from sweep.trainers import flare as fl
-    from sweep.trainers import flare_parallel as fp
+    from sweep.trainers.flare import engines as flare_engines
+    from sweep.trainers.flare import params as flare_params
+    from sweep.trainers.flare import structures as flare_structures
 
     frames = make_frames(cfg["n_train"] + cfg["n_val"], cfg["size"])
     train, val = frames[: cfg["n_train"]], frames[cfg["n_train"]:]
-    params = fl.FlareParams(**PARAMS)
-    spec = fl.DescriptorSpec.from_params(params, train)
+    params = flare_params.FlareParams(**PARAMS)
+    spec = flare_structures.DescriptorSpec.from_params(params, train)
     comm.Barrier()
     t0 = time.perf_counter()
-    engine = fp.DistributedSGP(comm, spec, params.zeta, [params.sigma, params.sigma_e, params.sigma_f, params.sigma_s])
+    engine = flare_engines.DistributedSGP(comm, spec, params.zeta, [params.sigma, params.sigma_e, params.sigma_f, params.sigma_s])
     val_strucs = engine.structures(val)
     for start in range(0, len(train), params.block_size):
         engine.add_block(train[start:start + params.block_size], start, params)
@@ -93,34 +94,37 @@ def engine_work(comm, cfg: dict) -> dict:
 
 def flare_serial_work(cfg: dict) -> dict:
     """The same work with FLARE's own SparseGP in this process (its QR and likelihood gradient)."""
-    from sweep.trainers import flare as fl
+    from sweep.trainers.flare import loop as flare_loop
+    from sweep.trainers.flare import params as flare_params
+    from sweep.trainers.flare import sgp as flare_sgp
+    from sweep.trainers.flare import structures as flare_structures
 
     frames = make_frames(cfg["n_train"] + cfg["n_val"], cfg["size"])
     train, val = frames[: cfg["n_train"]], frames[cfg["n_train"]:]
-    params = fl.FlareParams(**PARAMS)
-    spec = fl.DescriptorSpec.from_params(params, train)
+    params = flare_params.FlareParams(**PARAMS)
+    spec = flare_structures.DescriptorSpec.from_params(params, train)
     hyps = [params.sigma, params.sigma_e, params.sigma_f, params.sigma_s]
-    with fl.thread_limits(1):
+    with flare_sgp.thread_limits(1):
         t0 = time.perf_counter()
-        live = fl.new_live_sgp(spec, hyps, params.zeta)
+        live = flare_sgp.new_live_sgp(spec, hyps, params.zeta)
         sgp = live.sparse_gp
-        kernel = fl.flare_kernel(params.zeta, hyps[0])
+        kernel = flare_sgp.flare_kernel(params.zeta, hyps[0])
         val_strucs = [spec.structure(f, live.calcs[0]) for f in val]
         for start in range(0, len(train), params.block_size):
             block = train[start:start + params.block_size]
-            strucs = [fl.add_frame(live, f, None, rel_e_noise=len(f)) for f in block]
+            strucs = [flare_sgp.add_frame(live, f, None, rel_e_noise=len(f)) for f in block]
             chosen, n0 = [], sgp.n_sparse
             for struc, f in zip(strucs, block):
-                chosen.append(fl.select_uncertain(sgp, struc, fl.n_sparse_to_add(params, n0 + sum(map(len, chosen)),
+                chosen.append(flare_sgp.select_uncertain(sgp, struc, flare_loop.n_sparse_to_add(params, n0 + sum(map(len, chosen)),
                                                                                     len(f))))
             for struc, atoms in zip(strucs, chosen):
                 sgp.add_specific_environments(struc, atoms)
             sgp.update_matrices_QR()
             alpha, sparse = np.asarray(sgp.alpha).ravel(), sgp.sparse_descriptors[0]
             for s in val_strucs:
-                fl.mean_efs(kernel, sparse, hyps[0], alpha, s)
+                flare_sgp.mean_efs(kernel, sparse, hyps[0], alpha, s)
         t1 = time.perf_counter()
-        with fl.quiet_stdout():
+        with flare_sgp.quiet_stdout():
             sgp.precompute_KnK()
             for theta in thetas(cfg["n_evals"]):
                 sgp.set_hyperparameters(theta)
@@ -131,7 +135,7 @@ def flare_serial_work(cfg: dict) -> dict:
 
 def run_engine(ranks: int, threads: int, cfg: dict) -> dict:
     """One fresh ``mpiexec -n ranks`` run of :func:`engine_work`."""
-    from sweep.trainers.flare_parallel import mpiexec_path
+    from sweep.trainers.flare.parallel import mpiexec_path
 
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
@@ -148,7 +152,7 @@ def worker(cfg_json: str) -> None:
     """Entry point of each MPI rank."""
     from mpi4py import MPI
 
-    from sweep.trainers.flare import quiet_stdout
+    from sweep.trainers.flare.sgp import quiet_stdout
 
     comm = MPI.COMM_WORLD
     with quiet_stdout():
@@ -167,7 +171,7 @@ def main() -> None:
     if args.worker is not None:
         worker(args.worker)
         return
-    from sweep.trainers.flare_parallel import unavailable
+    from sweep.trainers.flare.parallel import unavailable
 
     why = unavailable()
     if why:

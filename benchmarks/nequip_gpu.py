@@ -160,17 +160,25 @@ class UtilSampler:
         return getattr(self, "os_times_cpu_pct", float("nan"))
 
 
-def measure(frames_per_temperature: int, epochs: int, device: str, work: Path, params: dict | None = None) -> dict:
-    """Train one NequIP model on generated Cu data; returns per-epoch timings and utilisation."""
+def measure(frames_per_temperature: int, epochs: int, device: str, work: Path, params: dict | None = None,
+            labeller: str | None = None) -> dict:
+    """Train one NequIP model on generated Cu data; returns per-epoch timings and utilisation.
+
+    ``labeller``: the data's labeller (default: the project's); timings do not depend on label values.
+    """
     import torch
 
     from sweep.data import FrameStore, ingest_archive, split_frames
     from sweep.data.generate import generate_archive
-    from sweep.trainers.nequip import _run_nequip, _write_extxyz
-    from sweep.trainers.nequip_config import NequIPParams, build_config
+    from sweep.trainers.labels import write_extxyz as _write_extxyz
+    from sweep.trainers.nequip.trainer import _run_nequip
+    from sweep.trainers.nequip.config import NequIPParams, build_config
 
+    from sweep.data.generate.cache import default_cache_root
+
+    extra = {"labeller": labeller} if labeller else {}
     collection = generate_archive(work / "archive", ["Cu"], frames_per_temperature=frames_per_temperature,
-                                  progress=False)
+                                  progress=False, cache_root=default_cache_root(), **extra)
     ingest_archive(collection, work / "store", progress=False)
     split = split_frames(FrameStore.open(str(work / "store")), "Cu", "full", seed=0)
     hyper = NequIPParams(**{"r_max": 5.0, "num_layers": 2, "l_max": 1, "num_features": 16, "batch_size": 4,

@@ -14,7 +14,7 @@ validation frames of 31 atoms):
    ``--cpus`` CPUs and one CPU per trial, with ``TM23_SHARE_WORK=0`` (every trial reads
    its files at every set-up and builds every neighbour list every epoch) and with
    ``TM23_SHARE_WORK=1`` (a worker reuses them across epochs and across the trials it
-   runs, :mod:`sweep.trainers.nequip_shared`); ``--repeats`` runs per arm, alternating.
+   runs, :mod:`sweep.trainers.nequip.shared`); ``--repeats`` runs per arm, alternating.
    The workers inherit the variable from this process.
 
 Printed: each arm's wall time, summed trial compute (ledger ``train_seconds``) and summed

@@ -1,6 +1,7 @@
 """Cost against training-set size N for FLARE and NequIP, and the projected cost of the full TM23 protocol.
 
-    python benchmarks/scaling.py [--quick] [--frames F] [--gpus G] [--cpus C] [--markdown FILE]
+    python benchmarks/scaling.py [--quick] [--frames F] [--flare-frames 100,300,900] [--gpus G] [--cpus C]
+                                 [--markdown FILE]
 
 1. Measure. On the embedded mini-TM23 Cu (generated here, ``--frames`` per temperature),
    ``learning-curve:N`` tasks for the paper's N = 100 … 900, scaled to the data (N·F/1000
@@ -9,14 +10,20 @@
    validation included, first epoch left out). The exponent b of t = a·N^b is the
    least-squares slope in log–log space (with R²). A FLARE *config factor* is measured
    at the smallest N: a centre-of-grid configuration of the shipped B2 space (n_max 6,
-   l_max 3, maxiter 200) against the benchmark configuration.
+   l_max 3, maxiter 200) against the benchmark configuration. ``--flare-frames`` also times
+   FLARE at real training-set sizes (the first n frames of Cu's ``full`` training set).
 2. Project. Every trial of the shipped spaces (``flare_b1``, ``flare_b2``, ``nequip``
    grids, via :func:`sweep.tune.space.load_space`), the pipeline's final stage per model
    and metal (``full`` 2700 → 2430 train after the 10% validation hold-out,
    ``transfer-warm`` and ``transfer-melt`` 1000 → 900, the five learning curves), and the
    ``nequip_lmax_learning_curve`` space, each at its training-set size, from the fits.
 
-Assumptions, printed with the table: NequIP trials run ``--epochs`` epochs (the shipped
+FLARE's sparse set stops growing at ``max_sparse / sparse_per_frame`` training frames
+(300 for the benchmark configuration): the power law is fitted below that cap and the
+cost grows linearly past it, at a slope measured from sizes past the cap, or, without
+such sizes, taken as the fit's slope at the cap (labelled assumed).
+
+Assumptions, printed with the table, each marked measured or assumed: NequIP trials run ``--epochs`` epochs (the shipped
 ``max_epochs``, an upper bound: the paper stops earlier once the LR falls below 1e-5);
 frames of the real archive have ``--atoms-factor`` times the atoms of the embedded Cu
 frames (cost taken as linear in atoms); one GPU trains NequIP ``--gpu-speedup`` times
@@ -30,6 +37,7 @@ Ratios (exponents, projected totals) are printed on the last lines.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import sys
@@ -75,8 +83,9 @@ def time_nequip_epoch(split, params: dict, epochs: int, work: Path) -> float:
     """Median seconds of one NequIP epoch cycle (train + validation) on ``split``, CPU."""
     from nequip_gpu import epoch_timer_class
 
-    from sweep.trainers.nequip import _run_nequip, _write_extxyz
-    from sweep.trainers.nequip_config import NequIPParams, build_config
+    from sweep.trainers.labels import write_extxyz as _write_extxyz
+    from sweep.trainers.nequip.trainer import _run_nequip
+    from sweep.trainers.nequip.config import NequIPParams, build_config
 
     work.mkdir(parents=True)
     hyper = NequIPParams(**{**params, "max_epochs": epochs})
@@ -90,13 +99,38 @@ def time_nequip_epoch(split, params: dict, epochs: int, work: Path) -> float:
     return float(statistics.median(cycles))
 
 
-def measure(frames_per_temperature: int, sizes, nequip_epochs: int, work: Path, progress=print) -> dict:
-    """Per paper N: frames used, FLARE seconds, NequIP seconds per epoch; plus the FLARE config factor."""
+def measure_flare_frames(store, sizes, work: Path, progress=print) -> list[dict]:
+    """FLARE seconds at real training-set sizes: the first n frames of Cu's ``full`` training set, per n."""
+    from sweep.data import split_frames
+
+    split = split_frames(store, "Cu", "full", seed=0)
+    rows = []
+    for n in sizes:
+        if n > len(split.train):
+            raise SystemExit(f"--flare-frames {n}: Cu's full task has {len(split.train)} training frames; "
+                             "raise --frames")
+        sub = dataclasses.replace(split, train=split.train[:n])
+        rows.append({"n_train": n, "flare_s": time_flare(sub, FLARE_BENCH, work / f"flare-real{n}")})
+        progress(f"  FLARE on {n} training frames: {rows[-1]['flare_s']:.1f} s")
+    return rows
+
+
+def measure(frames_per_temperature: int, sizes, nequip_epochs: int, work: Path, progress=print,
+            flare_frames=(), labeller: str | None = None) -> dict:
+    """Per paper N: frames used, FLARE seconds, NequIP seconds per epoch; plus the FLARE config factor.
+
+    ``flare_frames``: also time FLARE at these real training-set sizes (frames, not paper N),
+    which the FLARE fit then uses instead. ``labeller``: the data's labeller (default: the
+    project's); costs do not depend on the label values.
+    """
     from sweep.data import FrameStore, ingest_archive, split_frames
     from sweep.data.generate import generate_archive
 
+    from sweep.data.generate.cache import default_cache_root
+
+    extra = {"labeller": labeller} if labeller else {}
     collection = generate_archive(work / "archive", ["Cu"], frames_per_temperature=frames_per_temperature,
-                                  progress=False)
+                                  progress=False, cache_root=default_cache_root(), **extra)
     ingest_archive(collection, work / "store", progress=False)
     store = FrameStore.open(str(work / "store"))
     rows = []
@@ -109,7 +143,11 @@ def measure(frames_per_temperature: int, sizes, nequip_epochs: int, work: Path, 
         progress(f"  N={n} ({len(split.train)} train frames): FLARE {flare_s:.2f} s, NequIP epoch {epoch_s:.3f} s")
     first = split_frames(store, "Cu", f"learning-curve:{sizes[0]}", seed=0)
     centre = time_flare(first, FLARE_CENTRE, work / "flare_centre")
-    return {"rows": rows, "flare_config_factor": centre / rows[0]["flare_s"], "flare_centre_s": centre}
+    out = {"rows": rows, "flare_config_factor": centre / rows[0]["flare_s"], "flare_centre_s": centre,
+           "flare_cap": flare_cap_frames()}
+    if flare_frames:
+        out["flare_rows"] = measure_flare_frames(store, flare_frames, work, progress)
+    return out
 
 
 def protocol_trials(epochs: int) -> list[dict]:
@@ -163,18 +201,53 @@ def asha_fraction(scheduler) -> float:
     return cost / total
 
 
+def flare_cap_frames(params: dict = FLARE_BENCH) -> int:
+    """Training frames after which FLARE's sparse set stops growing (``max_sparse / sparse_per_frame``)."""
+    from sweep.trainers.flare.params import FlareParams
+
+    hyper = FlareParams(**params)
+    return max(1, hyper.max_sparse // hyper.sparse_per_frame)
+
+
+def flare_cost(n: float, fit: tuple[float, float, float], cap: int, beyond: tuple[float, str]) -> float:
+    """FLARE seconds for ``n`` training frames: the power law up to the sparse-set ``cap``, linear after it.
+
+    Past the cap each new frame adds kernel rows against a sparse set of fixed size, so the
+    cost grows linearly; ``beyond`` is (seconds per frame past the cap, how that slope was found).
+    """
+    a, b, _ = fit
+    if n <= cap:
+        return a * n ** b
+    return a * cap ** b + beyond[0] * (n - cap)
+
+
+def beyond_cap_slope(rows: list[dict], fit: tuple[float, float, float], cap: int) -> tuple[float, str]:
+    """Seconds per frame past the cap: measured when two sizes lie at or past it, else the power law's slope there."""
+    past = [r for r in rows if r["n_train"] >= cap]
+    if len(past) >= 2:
+        slope = float(np.polyfit([r["n_train"] for r in past], [r["flare_s"] for r in past], 1)[0])
+        return max(slope, 0.0), "measured"
+    a, b, _ = fit
+    return b * a * cap ** (b - 1), "assumed (slope of the fit at the cap; no size measured past it)"
+
+
 def project(meas: dict, epochs: int, atoms_factor: float, gpu_speedup: float, gpus: int, cpus: int) -> dict:
     """CPU-hours, GPU-hours and cluster wall time of the protocol from the fits."""
     rows = meas["rows"]
     ns = [r["n_train"] for r in rows]
-    fa, fb, fr2 = fit_power(ns, [r["flare_s"] for r in rows])
+    cap = meas.get("flare_cap", flare_cap_frames())
+    flare_rows = meas.get("flare_rows") or rows
+    below = [r for r in flare_rows if r["n_train"] <= cap] or flare_rows
+    flare_fit = fit_power([r["n_train"] for r in below], [r["flare_s"] for r in below])
+    fa, fb, fr2 = flare_fit
+    beyond = beyond_cap_slope(flare_rows, flare_fit, cap)
     na, nb, nr2 = fit_power(ns, [r["nequip_epoch_s"] for r in rows])
     factor = meas["flare_config_factor"]
     lines, totals = [], {}
     longest = {"flare": 0.0, "nequip": 0.0}
     for t in protocol_trials(epochs):
         if t["model"] == "flare":
-            one = fa * t["n"] ** fb * factor * atoms_factor
+            one = flare_cost(t["n"], flare_fit, cap, beyond) * factor * atoms_factor
         else:
             one = na * t["n"] ** nb * t["epochs"] * atoms_factor
         key = (t["space"], t["stage"])
@@ -194,7 +267,28 @@ def project(meas: dict, epochs: int, atoms_factor: float, gpu_speedup: float, gp
     return {"fits": {"flare": (fa, fb, fr2), "nequip": (na, nb, nr2)}, "lines": lines,
             "flare_cpu_h": flare_cpu_h, "nequip_gpu_h": nequip_gpu_h, "nequip_cpu_h": nequip_cpu_h,
             "flare_wall_h": flare_wall, "nequip_wall_h": nequip_wall, "wall_h": max(flare_wall, nequip_wall),
-            "longest_h": {k: v / 3600 for k, v in longest.items()}, "config_factor": factor}
+            "longest_h": {k: v / 3600 for k, v in longest.items()}, "config_factor": factor,
+            "flare_cap": cap, "flare_beyond_cap": beyond,
+            "measured_n": (min(r["n_train"] for r in flare_rows), max(r["n_train"] for r in flare_rows))}
+
+
+def assumptions(p: dict, args) -> list[tuple[str, str, str]]:
+    """The projection's assumptions, each with its value and whether it was measured: (what, value, status)."""
+    gpu_status = "measured" if getattr(args, "gpu_speedup_measured", False) else "assumed (no GPU measured)"
+    slope, slope_status = p["flare_beyond_cap"]
+    lo, hi = p["measured_n"]
+    return [
+        ("cluster shape", f"{args.gpus} GPUs + {args.cpus} CPU cores", "chosen (--gpus, --cpus)"),
+        ("FLARE cost below its sparse-set cap", f"∝ N^{p['fits']['flare'][1]:.2f}", f"measured, N = {lo}–{hi}"),
+        ("FLARE sparse-set cap", f"{p['flare_cap']} training frames (max_sparse / sparse_per_frame)",
+         "from the trainer's defaults"),
+        ("FLARE cost past the cap", f"{slope:.3g} s per frame, linear", slope_status),
+        ("FLARE grid-centre configuration", f"{p['config_factor']:.1f}× the benchmark one", "measured"),
+        ("NequIP epochs per trial", f"{args.epochs}", "assumed (shipped max_epochs, an upper bound)"),
+        ("real frames / embedded frames", f"{args.atoms_factor}× the cost", "assumed (atoms ratio, cost linear)"),
+        ("one GPU / one CPU core, NequIP", f"{args.gpu_speedup:g}×", gpu_status),
+        ("packing", "perfect; a study ends with its longest trial", "assumed"),
+    ]
 
 
 def markdown(p: dict, args, meas: dict) -> str:
@@ -210,6 +304,8 @@ def markdown(p: dict, args, meas: dict) -> str:
     na, nb, nr2 = p["fits"]["nequip"]
     out += ["", f"Wall time on {args.gpus} GPUs and {args.cpus} CPUs: FLARE {p['flare_wall_h']:.1f} h, "
             f"NequIP {p['nequip_wall_h']:.1f} h; both at once: **{p['wall_h']:.1f} h**.", "",
+            "| assumption | value | status |", "|---|---|---|",
+            *(f"| {what} | {value} | {status} |" for what, value, status in assumptions(p, args)), "",
             "Measured (embedded mini-TM23 Cu, "
             f"{meas['rows'][0]['atoms']} atoms per frame, one CPU core): FLARE B2 trial time ∝ N^{fb:.2f} "
             f"(R² {fr2:.3f}); NequIP epoch time ∝ N^{nb:.2f} (R² {nr2:.3f}); FLARE shipped-grid centre "
@@ -234,11 +330,14 @@ def main() -> None:
     parser.add_argument("--atoms-factor", type=float, default=1.6, help="assumed cost ratio real/embedded frames")
     parser.add_argument("--gpu-speedup", type=float, default=30.0, help="assumed GPU / one CPU core speed for NequIP")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
+    parser.add_argument("--flare-frames", default="", help="also time FLARE at these real training-set sizes "
+                                                           "(e.g. 100,300,600,900; needs --frames of about n/2.4)")
     args = parser.parse_args()
     frames = args.frames or (100 if args.quick else 300)
     sizes = (100, 300, 500, 900) if args.quick else PAPER_N
     with tempfile.TemporaryDirectory() as tmp:
-        meas = measure(frames, sizes, 3 if args.quick else 6, Path(tmp))
+        flare_frames = tuple(int(n) for n in args.flare_frames.split(",") if n)
+        meas = measure(frames, sizes, 3 if args.quick else 6, Path(tmp), flare_frames=flare_frames)
     p = project(meas, args.epochs, args.atoms_factor, args.gpu_speedup, args.gpus, args.cpus)
     text = markdown(p, args, meas)
     if args.markdown:

@@ -83,7 +83,7 @@ def _nequip_train(record, work: Path, out: Path) -> float:
     """Run ``record``'s configuration under ``nequip-train``; returns the process's wall time."""
     from omegaconf import OmegaConf
 
-    from sweep.trainers.nequip_config import NequIPParams, build_config
+    from sweep.trainers.nequip.config import NequIPParams, build_config
 
     checkpoint = Path(record.work_dir) / "checkpoint"
     run = json.loads((checkpoint / "run.json").read_text())

@@ -1,14 +1,18 @@
-"""Time to best: the exhaustive grid against the recommended strategy (Optuna TPE + ASHA), Cu and Ti.
+"""Time to best: the exhaustive grid against the recommended strategy (Optuna TPE + ASHA), per metal.
 
-    python benchmarks/time_to_best.py [--quick] [--seeds 3] [--cpus 2] [--frames F]
+    python benchmarks/time_to_best.py [--quick] [--seeds 3] [--cpus 2] [--frames F] [--elements Cu,Ti,Au,Os]
 
-On the embedded mini-TM23 (generated here) for Cu (easy) and Ti (hard), per model:
+On the embedded mini-TM23 (generated here) for Cu, Ti, Au and Os (the paper's learning-curve
+metals), per model:
 
 1. The exhaustive grid of a small FLARE B2 space and of a small NequIP space (defined
    below), run through :func:`sweep.tune.runner.run_sweep`. Recorded: the total trial
    compute and the grid's best validation force MAE per metal.
 2. The recommended strategy, ``search.algorithm: tpe`` with ``scheduler: asha``, over
-   the same values, for ``--seeds`` search seeds (training seed fixed, as in the grid).
+   the same values, for ``--seeds`` search seeds (training seed fixed, as in the grid),
+   twice: cold (its warm starts come only from its own metals, within the sweep), and
+   warm, run after the grid as a later sweep under the same storage root, so that each
+   metal first tries the grid best of its nearest other metals (never its own).
 
 Trial compute is the ledger's ``train_seconds`` for a finished trial. A trial ASHA
 stopped has no ``train_seconds``; it is charged its whole wall time in Tune (driver's
@@ -18,6 +22,11 @@ trial that first brought its best within 2% of the grid's best, over the grid's 
 compute. A seed that never gets there is flagged with all it spent, and counts as
 infinitely late in the median. Ratios (median over seeds, per model and metal) are
 printed on the last lines.
+
+Rungs from the measured learning curves: for each metal, the grid winner's rank among the
+grid's configurations at every report (from the grid's MLflow histories), and the smallest
+ASHA grace period with which the winner survives every rung grace·η^k (it must rank in the
+top 1/η of those reporting there). A strategy whose grace is below that may stop the winner.
 """
 
 from __future__ import annotations
@@ -25,11 +34,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
 
 TOLERANCE = 0.02
+#: The strategies measured: cold TPE + ASHA, and the same warm-started from the other metals' finished grids.
+STRATEGY_NAMES = {"tpe": "TPE+ASHA", "warm": "TPE+ASHA warm from the other metals' grids"}
 
 FLARE_PARAMS = """
       descriptor: B2
@@ -54,7 +66,7 @@ NEQUIP_PARAMS = """
 """
 
 SPACE = """
-elements: [Cu, Ti]
+elements: [{elements}]
 task: grid
 seed: 0
 search: {search}
@@ -66,7 +78,7 @@ studies:
     params:{params}"""
 
 
-def space_text(model: str, strategy: dict | None, quick: bool) -> str:
+def space_text(model: str, strategy: dict | None, quick: bool, elements=("Cu", "Ti")) -> str:
     """The benchmark space of ``model``: the grid (``strategy`` None) or TPE + ASHA with ``strategy``'s settings."""
     if model == "flare":
         params = FLARE_PARAMS.format(r_cut=[3.5, 4.5, 5.5], n_max=[3, 5] if quick else [3, 4, 6], block=4)
@@ -77,7 +89,7 @@ def space_text(model: str, strategy: dict | None, quick: bool) -> str:
     else:
         search = f"{{algorithm: tpe, num_samples: {strategy['samples']}, seed: {strategy['seed']}}}"
         scheduler = f"{{kind: asha, grace_period: {strategy['grace']}, reduction_factor: 3}}"
-    return SPACE.format(search=search, scheduler=scheduler, model=model, params=params)
+    return SPACE.format(search=search, scheduler=scheduler, model=model, params=params, elements=", ".join(elements))
 
 
 def trial_costs(summary) -> list[dict]:
@@ -109,6 +121,46 @@ def fraction_to_best(rows: list[dict], target: float, grid_compute: float) -> tu
     return spent / grid_compute, False
 
 
+def winner_ranks(history, element: str) -> dict[int, tuple[int, int]]:
+    """Per report step of the grid's learning curves: (rank of the eventual winner, configurations reporting).
+
+    ``history`` is :meth:`sweep.results.Sweep.history` of the grid (one row per run and step).
+    Rank 1 is the best value at that step. The winner is the configuration with the best last value.
+    """
+    rows = history[history["element"] == element]
+    if rows.empty:
+        return {}
+    last = rows.sort_values("step").groupby("config_hash")["value"].last()
+    winner = last.idxmin()
+    out = {}
+    for step, at in rows.groupby("step"):
+        values = at.set_index("config_hash")["value"]
+        if winner in values.index:
+            out[int(step)] = (int((values < values[winner]).sum()) + 1, len(values))
+    return out
+
+
+def safe_grace(ranks: dict[int, tuple[int, int]], eta: float, steps_per_report: int = 1) -> int | None:
+    """The smallest ASHA grace period (in reports) at which the winner passes every rung grace·η^k.
+
+    A rung keeps the top 1/η of the configurations that reach it; the winner survives rung r
+    when its rank at r is within that share of those reporting. None: no grace keeps it.
+    """
+    reports = sorted(ranks)
+    for grace_index, grace in enumerate(reports):
+        rung, ok = float(grace), True
+        while rung <= reports[-1]:
+            step = min(reports, key=lambda s: abs(s - rung))
+            rank, n = ranks[step]
+            if rank > max(1, math.floor(n / eta)):
+                ok = False
+                break
+            rung *= eta
+        if ok:
+            return (grace_index + 1) * steps_per_report
+    return None
+
+
 def main() -> None:
     """Run grids and strategies; print per model and metal figures, ratios last."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -117,76 +169,102 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--frames", type=int, default=100, help="frames per temperature (embedded default: 100)")
     parser.add_argument("--models", default="flare,nequip")
+    parser.add_argument("--elements", default="Cu,Ti,Au,Os")
+    parser.add_argument("--no-warm", dest="warm", action="store_false",
+                        help="skip the strategy warm-started from the other metals' finished grids")
     args = parser.parse_args()
 
     import ray
 
     from sweep.data import ingest_archive
     from sweep.data.generate import generate_archive
+    from sweep.data.generate.cache import default_cache_root
     from sweep.tune.runner import run_sweep
     from sweep.tune.space import parse_space
 
     models = args.models.split(",")
+    elements = args.elements.split(",")
     # ASHA's first rung: one FLARE block (4 of ~18 frames) or six NequIP epochs (rungs 6, 18 of 24)
     strategy = {"flare": {"samples": 8 if args.quick else 16, "grace": 1},
                 "nequip": {"samples": 6 if args.quick else 8, "grace": 6}}
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        collection = generate_archive(tmp / "archive", ["Cu", "Ti"], frames_per_temperature=args.frames,
-                                      progress=False)
+        collection = generate_archive(tmp / "archive", elements, frames_per_temperature=args.frames,
+                                      progress=False, jobs=args.cpus, cache_root=default_cache_root())
         ingest_archive(collection, tmp / "store", progress=False)
         os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlruns.db'}")
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
             for model in models:
                 runs = {}
+                kinds = ("tpe", "warm") if args.warm else ("tpe",)
                 for label, strat in [("grid", None)] + [
-                        (f"tpe{s}", {**strategy[model], "seed": s}) for s in range(args.seeds)]:
-                    text = space_text(model, strat, args.quick)
+                        (f"{kind}{s}", {**strategy[model], "seed": s}) for kind in kinds for s in range(args.seeds)]:
+                    text = space_text(model, strat, args.quick, elements)
                     path = tmp / f"{model}_{label}.yaml"
                     path.write_text(text)
-                    summary = run_sweep(path, str(tmp / "store"), runs_dir=tmp / "runs", live=False)
+                    # a runs folder per sweep: a cold strategy's warm starts come from its own metals only;
+                    # a warm one's folder also holds the grid's ledger, as a sweep run after the grid would
+                    runs_dir = tmp / "runs" / model / label
+                    if label.startswith("warm"):
+                        shutil.copytree(grid_ledger, runs_dir / f"{model}_grid" / "ledger")
+                    summary = run_sweep(path, str(tmp / "store"), runs_dir=runs_dir, live=False)
                     if summary.errors:
                         raise SystemExit(f"{model} {label}: trial errors {summary.errors}")
                     runs[label] = (trial_costs(summary), summary.wall_s)
+                    if label == "grid":
+                        from sweep.results import open_sweep
+
+                        grid_ledger = summary.sweep_dir / "ledger"
+                        history = open_sweep(summary.sweep_dir).history("val_forces_mae")
+                        results.setdefault(model, {})["ranks"] = {e: winner_ranks(history, e) for e in elements}
                 grid_size = parse_space(space_text(model, None, args.quick), "grid").group_size(0)
-                results[model] = {"runs": runs, "grid_size": grid_size, "samples": strategy[model]["samples"]}
+                results[model].update({"runs": runs, "grid_size": grid_size, "samples": strategy[model]["samples"]})
         finally:
             ray.shutdown()
 
     ratios = []
     for model, res in results.items():
         grid_rows, grid_wall = res["runs"]["grid"]
-        print(f"{model}: grid of {res['grid_size']} configs per metal (wall {grid_wall:.0f} s for both metals); "
+        print(f"{model}: grid of {res['grid_size']} configs per metal (wall {grid_wall:.0f} s for all metals); "
               f"strategy TPE {res['samples']} samples + ASHA, {args.seeds} seeds")
-        for element in ("Cu", "Ti"):
+        for element in elements:
             g = [r for r in grid_rows if r["element"] == element]
             grid_compute = sum(r["compute"] for r in g)
             target = min(r["mae"] for r in g)
             epochs = sum(r["epochs"] or 0 for r in g) if model == "nequip" else None
-            fractions, reached, spent = [], [], []
-            for label, (rows, _) in res["runs"].items():
-                if label == "grid":
+            ranks = res["ranks"].get(element, {})
+            shown_ranks = ", ".join(f"{step}:{rank}/{n}" for step, (rank, n) in sorted(ranks.items()))
+            print(f"  {element}: the grid winner's rank per report (step:rank/configs) {shown_ranks}; "
+                  f"smallest ASHA grace (reports) that keeps it with η=3: {safe_grace(ranks, 3.0)}")
+            for kind in ("tpe", "warm"):
+                fractions, reached, spent, found = [], [], [], []
+                for label, (rows, _) in res["runs"].items():
+                    if not label.startswith(kind):
+                        continue
+                    s = [r for r in rows if r["element"] == element]
+                    f, ok = fraction_to_best(s, target, grid_compute)
+                    fractions.append(f)
+                    reached.append(ok)
+                    spent.append(sum(r["compute"] for r in s) / grid_compute)
+                    found.append(min(r["mae"] for r in s) / target)
+                if not fractions:
                     continue
-                s = [r for r in rows if r["element"] == element]
-                f, ok = fraction_to_best(s, target, grid_compute)
-                fractions.append(f)
-                reached.append(ok)
-                spent.append(sum(r["compute"] for r in s) / grid_compute)
-            # a seed that never got within TOLERANCE counts as infinitely late, not as its spend
-            median = statistics.median(f if ok else math.inf for f, ok in zip(fractions, reached))
-            ratios.append((model, element, median, reached))
-            print(f"  {element}: grid compute {grid_compute:.1f} CPU-s"
-                  + (f", {epochs} epochs" if epochs is not None else "")
-                  + f"; grid best val_forces_mae {target:.2f} meV/Å; strategy fractions per seed "
-                  + ", ".join(f"{f:.3f}{'' if ok else ' (not reached)'}" for f, ok in zip(fractions, reached))
-                  + f"; whole strategy spent {statistics.median(spent):.3f} of the grid (median)")
+                # a seed that never got within TOLERANCE counts as infinitely late, not as its spend
+                median = statistics.median(f if ok else math.inf for f, ok in zip(fractions, reached))
+                ratios.append((model, element, kind, median, reached))
+                print(f"  {element} {STRATEGY_NAMES[kind]}: grid compute {grid_compute:.1f} CPU-s"
+                      + (f", {epochs} epochs" if epochs is not None else "")
+                      + f"; grid best val_forces_mae {target:.2f} meV/Å; fractions per seed "
+                      + ", ".join(f"{f:.3f}{'' if ok else ' (not reached)'}" for f, ok in zip(fractions, reached))
+                      + f"; whole strategy spent {statistics.median(spent):.3f} of the grid (median); its best over "
+                      + "the grid's best per seed " + ", ".join(f"{x:.3f}" for x in found))
     print(f"median fraction of the grid's compute until the strategy's best is within {TOLERANCE:.0%} "
-          f"of the grid's best (target <= 0.25):")
-    for model, element, median, reached in ratios:
+          f"of the grid's best (target <= 0.10):")
+    for model, element, kind, median, reached in ratios:
         shown = f"{median:.3f}" if math.isfinite(median) else "not reached (median seed)"
-        print(f"  {model} {element}: {shown} (reached in {sum(reached)}/{len(reached)} seeds)")
+        print(f"  {model} {element} {STRATEGY_NAMES[kind]}: {shown} (reached in {sum(reached)}/{len(reached)} seeds)")
 
 
 if __name__ == "__main__":

@@ -5,29 +5,49 @@
 #   mlflow_server.sh status   exit 0 if it runs and answers /health
 # cluster.yaml starts it in head_start_ray_commands; `ray down` stops it through bin/ray.
 #
-# Bound to 127.0.0.1 with one worker and a sqlite backend; reach it from elsewhere with
-# `ssh -L 5000:127.0.0.1:5000 <head>`. Environment (all optional):
-#   TM23_RUNS_DIR     runs root holding mlruns.db and mlartifacts/   (default ~/tm23-runs)
-#   TM23_STATE_DIR    where the PID file and the server log go       (default ~/.tm23-sweep)
-#   TM23_MLFLOW_HOST  address to bind (default 127.0.0.1); only for several nodes, where trials
-#                     log from the workers: the head's private address, in a closed network
-#   TM23_MLFLOW_PORT  port                                           (default 5000)
-#   TM23_MLFLOW_BACKEND_URI  another backend, e.g. postgresql://host/db (needs psycopg2 in
-#                     the venv; the password in ~/.pgpass, never in cluster.yaml)
+# One worker, its backend store and its artifacts on this node's own disk (never on a shared
+# mount: sqlite there is unsafe), artifacts served to every client through the server
+# (`mlflow-artifacts:/`, --serve-artifacts), so runs logged on any node keep them here.
+# Environment (all optional):
+#   TM23_MLFLOW_DIR   backend store, artifacts and auth database  (default ~/.tm23-sweep/mlflow)
+#   TM23_STATE_DIR    where the PID file and the server log go     (default ~/.tm23-sweep)
+#   TM23_MLFLOW_HOST  address to bind (default 127.0.0.1). On a cluster: the head's cluster
+#                     address, which the workers reach (head_start.sh sets it); never 0.0.0.0
+#   TM23_MLFLOW_PORT  port                                         (default 5000)
+#   TM23_MLFLOW_AUTH  basic | none. Default: none on a loopback address, basic otherwise:
+#                     MLflow's basic-auth app; every request but /health needs the user and
+#                     password of ~/.mlflow/credentials (made by prepare_local.sh, copied to
+#                     every node by `ray up`); the password reaches the server in its environment
+#   TM23_MLFLOW_BACKEND  sqlite (default: $TM23_MLFLOW_DIR/mlruns.db) | postgres: PostgreSQL on this
+#                     node (setup/cluster/postgres.sh start: bound to 127.0.0.1, its data in
+#                     TM23_PG_DIR, the role's password in TM23_PG_PASSFILE, which the server reads
+#                     as PGPASSFILE: the URI and the process list carry no password); `stop` stops
+#                     that PostgreSQL too
+#   TM23_MLFLOW_BACKEND_URI  another backend store (overrides TM23_MLFLOW_BACKEND)
 set -euo pipefail
 
 here=$(dirname "$(readlink -f "$0")")
 project=$(cd "$here/../.." && pwd)
 venv_bin="$project/.venv/bin"
-runs=${TM23_RUNS_DIR:-$HOME/tm23-runs}
+data=${TM23_MLFLOW_DIR:-$HOME/.tm23-sweep/mlflow}
 state=${TM23_STATE_DIR:-$HOME/.tm23-sweep}
 host=${TM23_MLFLOW_HOST:-127.0.0.1}
 port=${TM23_MLFLOW_PORT:-5000}
-backend=${TM23_MLFLOW_BACKEND_URI:-sqlite:///$runs/mlruns.db}
+backend_kind=${TM23_MLFLOW_BACKEND:-sqlite}
+[[ $backend_kind == sqlite || $backend_kind == postgres ]] \
+  || { echo "[mlflow] TM23_MLFLOW_BACKEND must be sqlite or postgres, not $backend_kind" >&2; exit 2; }
+backend=${TM23_MLFLOW_BACKEND_URI:-sqlite:///$data/mlruns.db}
+case $host in
+  127.*|localhost|::1) default_auth=none ;;
+  0.0.0.0|::) echo "[mlflow] refusing to bind $host (every interface); give the cluster address" >&2; exit 2 ;;
+  *) default_auth=basic ;;
+esac
+auth=${TM23_MLFLOW_AUTH:-$default_auth}
+credentials=$HOME/.mlflow/credentials
 pidfile="$state/mlflow-server.pid"
+pg_record="$state/mlflow-postgres.env"   # the PostgreSQL that `start` started, for `stop`
 log="$state/mlflow-server.log"
 url="http://$host:$port"
-if [[ $host == 0.0.0.0 ]]; then url="http://127.0.0.1:$port"; fi
 health="$url/health"
 
 # The recorded PID, if that process is still an MLflow server (a stale file or a reused PID is not).
@@ -38,6 +58,15 @@ running_pid() {
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q 'mlflow.* server' || return 1
   echo "$pid"
+}
+
+read_credential() {
+  "$venv_bin/python" - "$credentials" "$1" <<'EOF'
+import configparser, sys
+config = configparser.ConfigParser()
+config.read(sys.argv[1])
+print(config.get("mlflow", sys.argv[2], fallback=""))
+EOF
 }
 
 healthy() {
@@ -53,16 +82,53 @@ start() {
     echo "[mlflow] already running (pid $pid) at $url"
     return 0
   fi
-  mkdir -p "$runs" "$state"
-  chmod 700 "$state"
+  mkdir -p "$data" "$state"
+  chmod 700 "$state" "$data"
+  local app=() auth_env=()
+  if [[ $auth == basic ]]; then
+    [[ -f $credentials ]] || { echo "[mlflow] $credentials missing: run setup/cluster/prepare_local.sh" >&2; return 2; }
+    local user password
+    user=$(read_credential mlflow_tracking_username)
+    password=$(read_credential mlflow_tracking_password)
+    [[ -n $user && -n $password ]] || { echo "[mlflow] $credentials lacks a user or a password" >&2; return 2; }
+    # auth_cache_ttl_seconds: each request's password check is a PBKDF2 hash, and a trial makes
+    # tens of requests (measured: seconds of logging per trial without the cache)
+    (umask 077 && printf '%s\n' "[mlflow]" "default_permission = READ" \
+      "database_uri = sqlite:///$data/basic_auth.db" "admin_username = $user" \
+      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth" \
+      "auth_cache_ttl_seconds = 300" >"$data/basic_auth.ini")
+    # the auth app's CSRF key: made once, kept beside its database, mode 600
+    [[ -s $data/flask_secret ]] || (umask 077 && "$venv_bin/python" -c 'import secrets; print(secrets.token_hex(32))' >"$data/flask_secret")
+    app=(--app-name basic-auth)
+    auth_env=(MLFLOW_AUTH_CONFIG_PATH="$data/basic_auth.ini" MLFLOW_AUTH_ADMIN_PASSWORD="$password"
+              MLFLOW_FLASK_SERVER_SECRET_KEY="$(<"$data/flask_secret")")
+  elif [[ $auth != none ]]; then
+    echo "[mlflow] TM23_MLFLOW_AUTH must be basic or none, not $auth" >&2; return 2
+  fi
+  if [[ $backend_kind == postgres && -z ${TM23_MLFLOW_BACKEND_URI:-} ]]; then
+    # its only client is this server: PostgreSQL listens on loopback whatever address MLflow binds
+    backend=$(TM23_PG_HOST=127.0.0.1 "$here/postgres.sh" start) || return 1
+    export PGPASSFILE=${TM23_PG_PASSFILE:-$HOME/.tm23-sweep/postgres.pgpass}
+    (umask 077 && printf 'TM23_PG_DIR=%q\nTM23_PG_PORT=%q\n' "${TM23_PG_DIR:-}" "${TM23_PG_PORT:-}" >"$pg_record")
+  fi
+  # SQLAlchemy's default pool (5 + 10 overflow) deadlocks the server once ~15 requests are in
+  # flight: each holds one connection "idle in transaction" and waits for a second (measured with
+  # 128 clients, benchmarks/tracking_load.py). Room for two per request thread (anyio's 40);
+  # PostgreSQL's default max_connections is 100.
+  # MLflow accepts Host headers of localhost and private addresses only (DNS-rebinding guard): a
+  # head on a public address must name itself, or every worker's request is refused
+  export MLFLOW_SERVER_ALLOWED_HOSTS=${MLFLOW_SERVER_ALLOWED_HOSTS:-$host,$host:$port,localhost,localhost:$port,127.0.0.1,127.0.0.1:$port}
+  export MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=${MLFLOW_SQLALCHEMYSTORE_POOL_SIZE:-45}
+  export MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW=${MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW:-40}
   # setsid: its own session and process group, so the ssh session of `ray up` can end and
   # `stop` can end the server's children (uvicorn workers) with one group signal.
   # The inner shell records its own PID before exec'ing mlflow, so the PID is the server's.
   # Job execution (huey consumers, a /dev/shm spool) is for MLflow's GenAI jobs, not tracking.
-  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" \
-    "$venv_bin/mlflow" server \
+  env "${auth_env[@]}" MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+    setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pidfile" \
+    "$venv_bin/mlflow" server "${app[@]}" \
     --backend-store-uri "$backend" \
-    --artifacts-destination "$runs/mlartifacts" \
+    --serve-artifacts --artifacts-destination "$data/artifacts" \
     --host "$host" --port "$port" --workers 1 \
     </dev/null >"$log" 2>&1 &
   local waited=0
@@ -76,7 +142,7 @@ start() {
     sleep 1
     waited=$((waited + 1))
   done
-  echo "[mlflow] server up (pid $(<"$pidfile")) at $url, backend $backend, log $log"
+  echo "[mlflow] server up (pid $(<"$pidfile")) at $url, auth $auth, backend ${backend%%://*}, log $log"
 }
 
 stop() {
@@ -84,6 +150,7 @@ stop() {
   if ! pid=$(running_pid); then
     rm -f "$pidfile"
     echo "[mlflow] not running"
+    stop_postgres
     return 0
   fi
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -94,6 +161,15 @@ stop() {
   kill -KILL -- "-$pid" 2>/dev/null || true
   rm -f "$pidfile"
   echo "[mlflow] stopped (pid $pid)"
+  stop_postgres
+}
+
+stop_postgres() {
+  [[ -f $pg_record ]] || return 0
+  (set -a && source "$pg_record" && set +a
+   [[ -n $TM23_PG_DIR ]] || unset TM23_PG_DIR
+   [[ -n $TM23_PG_PORT ]] || unset TM23_PG_PORT
+   "$here/postgres.sh" stop) && rm -f "$pg_record"
 }
 
 status() {

@@ -1,8 +1,10 @@
 """The best configuration per element and model, chosen as the paper chooses it.
 
-The grid search's runs (task ``grid``) are ranked by validation force MAE; for FLARE,
-configurations whose MAE lies within ``tie_rtol`` of the lowest count as tied and the one of
-highest log-likelihood wins (the paper's tie-break). The model that is reported and exported
+The grid search's runs (task ``grid``) are ranked by the family's selection metric
+(validation force MAE for every built-in family); where the family names a tie-break
+(FLARE: log-likelihood, the paper's), configurations whose metric lies within ``tie_rtol``
+of the lowest count as tied and the one of highest tie-break value wins. The rule is each
+family's record (:class:`sweep.trainers.family.Selection`). The model that is reported and exported
 is the ``full`` training of that configuration when the sweep has one (matched by config
 hash, then by equal hyperparameters), otherwise the best grid run itself.
 """
@@ -18,25 +20,30 @@ from sweep.analysis.runs import PARAM_PREFIX, hyperparameters
 #: The selection metric, and the one used where a run logged no validation score.
 SELECTION_METRIC = "val_forces_mae"
 FALLBACK_METRIC = "test_forces_mae"
-LIKELIHOOD_METRIC = "log_likelihood"
 #: Relative distance from the lowest MAE within which FLARE configurations count as tied.
 TIE_RTOL = 0.01
 #: Column (runs table and ledger rows) that marks a trial the scheduler stopped early.
 STOPPED_COLUMN = "stopped_early"
-#: Models whose ties are broken by likelihood.
-LIKELIHOOD_MODELS = frozenset({"flare"})
 
 
-def _criterion(group: pd.DataFrame) -> str | None:
-    for metric in (SELECTION_METRIC, FALLBACK_METRIC):
+def selection(model: str):
+    """The family's selection rule (lowest ``val_forces_mae``, no tie-break, for an unknown family)."""
+    from sweep.trainers.family import Selection, families
+
+    family = families().get(model)
+    return family.selection if family is not None else Selection(metric=SELECTION_METRIC)
+
+
+def _criterion(group: pd.DataFrame, model: str) -> str | None:
+    for metric in (selection(model).metric, FALLBACK_METRIC):
         if metric in group.columns and group[metric].notna().any():
             return metric
     return None
 
 
-def _likelihood(runs: pd.DataFrame) -> pd.Series | None:
-    """Final log-likelihoods: the metric, else the model-info param of the same name."""
-    for column in (LIKELIHOOD_METRIC, PARAM_PREFIX + LIKELIHOOD_METRIC):
+def _tie_values(runs: pd.DataFrame, metric: str) -> pd.Series | None:
+    """Final values of the tie-break ``metric``: the metric, else the model-info param of the same name."""
+    for column in (metric, PARAM_PREFIX + metric):
         if column in runs.columns and runs[column].notna().any():
             return pd.to_numeric(runs[column], errors="coerce")
     return None
@@ -44,7 +51,7 @@ def _likelihood(runs: pd.DataFrame) -> pd.Series | None:
 
 def pick_best(group: pd.DataFrame, model: str, tie_rtol: float = TIE_RTOL) -> tuple[pd.Series, str] | None:
     """The best run of ``group`` (one element and model) and a sentence saying why; None if unscored."""
-    metric = _criterion(group)
+    metric = _criterion(group, model)
     if metric is None:
         return None
     scored = group[group[metric].notna()]
@@ -53,14 +60,15 @@ def pick_best(group: pd.DataFrame, model: str, tie_rtol: float = TIE_RTOL) -> tu
         scored = scored[~scored[STOPPED_COLUMN].fillna(False).astype(bool)]
     lowest = float(scored[metric].min())
     order = ["trial_id", "run_id"]
-    likelihood = _likelihood(scored)
-    if model in LIKELIHOOD_MODELS and likelihood is not None:
+    tie_break = selection(model).tie_break
+    likelihood = _tie_values(scored, tie_break) if tie_break else None
+    if likelihood is not None:
         tied = scored[scored[metric] <= lowest + tie_rtol * abs(lowest)]
         if len(tied) > 1 and likelihood[tied.index].notna().any():
             ranked = tied.assign(_ll=likelihood[tied.index].fillna(-math.inf))
             ranked = ranked.sort_values(["_ll", metric] + order, ascending=[False, True, True, True], kind="stable")
             why = (f"lowest {metric}; {len(tied)} within {tie_rtol:.0%} of {lowest:.4g}, "
-                   f"tie broken by highest {LIKELIHOOD_METRIC}")
+                   f"tie broken by highest {tie_break}")
             return ranked.drop(columns="_ll").iloc[0], why
     ranked = scored.sort_values([metric] + order, kind="stable")
     return ranked.iloc[0], f"lowest {metric}"

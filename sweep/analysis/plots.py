@@ -34,7 +34,6 @@ EMPTY_COLOUR = "#d9d9d9"
 GROUPS: tuple[int, ...] = tuple(range(4, 13))
 PERIODS: tuple[int, ...] = (4, 5, 6)
 ROMAN = {4: "IV", 5: "V", 6: "VI", 7: "VII", 8: "VIII", 9: "IX", 10: "X", 11: "XI", 12: "XII"}
-MODEL_NAMES = {"flare": "FLARE", "nequip": "NequIP"}
 LABEL_NAMES = {"energy": "energy", "forces": "force", "stress": "stress"}
 STAT_NAMES = {"mae": "MAE", "rmse": "RMSE", "pct": "% error"}
 TRANSFER_TASKS = {"transfer-warm": "cold→warm", "transfer-melt": "cold→melt"}
@@ -42,9 +41,22 @@ DPI = 130
 PARITY_DPI = 110  # one per element, each a dense scatter: keeps a 27-metal page to a few MB
 
 
+def _family(model: str):
+    from sweep.trainers.family import families
+
+    return families().get(model)
+
+
 def model_name(model: str) -> str:
-    """Display name of a model family (``flare`` → ``FLARE``)."""
-    return MODEL_NAMES.get(model, model)
+    """Display name of a model family, from its record (``flare`` → ``FLARE``); else the name itself."""
+    family = _family(model)
+    return family.display_name if family is not None else model
+
+
+def model_marker(model: str) -> str:
+    """Matplotlib marker of a model family in learning-curve plots (``D`` for an unknown one)."""
+    family = _family(model)
+    return family.marker if family is not None else "D"
 
 
 def metric_title(metric: str) -> str:
@@ -169,14 +181,13 @@ def plot_learning_curves(points: pd.DataFrame, fits: pd.DataFrame, metric: str) 
     nrows = math.ceil(len(elements) / ncols)
     fig = Figure(figsize=(4.3 * ncols, 3.8 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    markers = {"nequip": "o", "flare": "s"}
     for ax, element in zip(axes.flat, elements):
         curves = fits[fits["element"] == element]
         colours = [matplotlib.colormaps["tab10"](i % 10) for i in range(len(curves))]
         for colour, (_, fit) in zip(colours, curves.iterrows()):
             mine = points[(points["element"] == element) & (points["model"] == fit["model"])
                           & (points["variant"] == fit["variant"])]
-            ax.scatter(mine["N"], mine["value"], color=colour, marker=markers.get(fit["model"], "D"), s=28, zorder=3)
+            ax.scatter(mine["N"], mine["value"], color=colour, marker=model_marker(fit["model"]), s=28, zorder=3)
             n = np.geomspace(mine["N"].min(), mine["N"].max(), 50)
             name = model_name(fit["model"]) + (f" {fit['variant']}" if fit["variant"] else "")
             half = (fit["b_high"] - fit["b_low"]) / 2

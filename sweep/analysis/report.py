@@ -8,7 +8,9 @@ base64 ``data:`` URI and needs no network. It holds:
 - the learning curves with their a·N^b fits, and the table of exponents;
 - parity plots per element, from the runs' ``predictions.npz``;
 - transfer heatmaps (element × cold→warm, cold→melt);
-- every trial in a table that sorts on a click of its header.
+- phonon band structures per element, when given the folder `tm23-sweep phonons` wrote;
+- every trial in a table that sorts on a click of its header;
+- a link to each sweep's experiment in the MLflow UI, in its model-training view.
 
 The output folder is built in a temporary sibling and swapped in whole.
 """
@@ -158,6 +160,29 @@ def transfer_figures(table: pd.DataFrame, tie_rtol: float = TIE_RTOL) -> list[Fi
     return figures
 
 
+def phonon_figures(folder: Path | None) -> list[Figure]:
+    """The ``phonons_<El>.png`` of ``folder`` (written by ``tm23-sweep phonons``), in table order."""
+    import json
+
+    from sweep.analysis.phonons import output_paths
+
+    figures = []
+    for element in ELEMENTS if folder is not None else ():
+        png, data = output_paths(folder, element)
+        if not png.is_file():
+            continue
+        caption = "Reference black, models coloured; right: RMS frequency error per branch."
+        if data.is_file():
+            result = json.loads(data.read_text())
+            errors = ", ".join(f"{plots.model_name(m)} {e['rms_thz']:.2f} THz" for m, e in result["models"].items())
+            caption = (f"{result['reference']['label']} in black; RMS error over the path: {errors}. "
+                       f"Supercell {'×'.join(map(str, result['supercell']))}, displacement "
+                       f"{result['displacement_A']} Å.")
+        figures.append(Figure("phonons", png.name, f"{element}: phonon band structure", caption, png.read_bytes(),
+                              wide=True))
+    return figures
+
+
 def trial_table(table: pd.DataFrame) -> dict[str, Any]:
     """The trials for the template: header of (name, numeric) and rows of (text, sort key, numeric) cells."""
     models = table["model"].unique()
@@ -190,8 +215,8 @@ def _cell(value: Any) -> tuple[str, Any, bool]:
     return str(value), str(value), False
 
 
-def _check_out(out: Path) -> None:
-    # atomic_directory replaces the target whole: never let that be a folder we did not write
+def check_out(out: Path) -> None:
+    """Refuse ``--out`` unless it is new, empty, or an earlier report (it is replaced whole, never another folder)."""
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
         raise InputError(str(out), "--out", "exists and is not a tm23-sweep report folder; choose a new or empty one")
 
@@ -208,10 +233,16 @@ def render_page(context: dict[str, Any], template_dir: Path = DASHBOARDS_DIR, te
 
 
 def build_report(runs: SweepRuns, out: str | Path, tie_rtol: float = TIE_RTOL,
-                 template_dir: Path = DASHBOARDS_DIR, progress: bool = False) -> ReportResult:
-    """Write ``out/index.html`` (self-contained) and every figure as ``out/<name>.png``."""
+                 template_dir: Path = DASHBOARDS_DIR, progress: bool = False,
+                 phonons: Path | None = None) -> ReportResult:
+    """Write ``out/index.html`` (self-contained) and every figure as ``out/<name>.png``.
+
+    ``phonons``: a folder of ``tm23-sweep phonons`` output; its band structures join the page.
+    """
     out = Path(out)
-    _check_out(out)
+    check_out(out)
+    if phonons is not None and not Path(phonons).is_dir():
+        raise InputError(str(phonons), "--phonons", "not a folder (expected the --out of `tm23-sweep phonons`)")
     table = runs.table
     final = final_runs(table, tie_rtol)
     notes: list[str] = []
@@ -230,10 +261,10 @@ def build_report(runs: SweepRuns, out: str | Path, tie_rtol: float = TIE_RTOL,
         advance("transfer")
         transfer = transfer_figures(table, tie_rtol)
         advance("page")
-        figures += learning + parity + transfer
+        figures += learning + parity + transfer + phonon_figures(phonons)
         context = {
             "title": f"tm23-sweep: {', '.join(runs.names)}",
-            "sweeps": runs.names, "tracking_uri": runs.tracking_uri,
+            "sweeps": runs.names, "tracking_uri": runs.public_uri, "mlflow_links": mlflow_links(runs),
             "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "counts": {"runs": len(table), "elements": table["element"].nunique(), "models": table["model"].nunique(),
                        "tasks": ", ".join(sorted(table["task"].unique()))},
@@ -248,9 +279,18 @@ def build_report(runs: SweepRuns, out: str | Path, tie_rtol: float = TIE_RTOL,
         with atomic_directory(out) as tmp:
             written = [atomic_write_bytes(tmp / f.name, f.png) for f in figures]
             atomic_write_text(tmp / PAGE, html)
-            atomic_write_json(tmp / MANIFEST, {"sweeps": runs.names, "tracking_uri": runs.tracking_uri,
-                                               "figures": [f.name for f in figures], "notes": notes})
+            atomic_write_json(tmp / MANIFEST, {"sweeps": runs.names, "tracking_uri": runs.public_uri,
+                                               "trials": len(table), "figures": [f.name for f in figures],
+                                               "notes": notes})
     return ReportResult(page=out / PAGE, figures=[out / p.name for p in written], notes=notes)
+
+
+def mlflow_links(runs: SweepRuns) -> list[dict[str, str]]:
+    """Each sweep's experiment in the MLflow UI (model-training view): ``{"sweep", "url"}``."""
+    from sweep.integrations.mlflow import experiment_ids, ui_link
+
+    found = experiment_ids(runs.tracking_uri, runs.names)
+    return [{"sweep": name, "url": ui_link(runs.tracking_uri, found.get(name))} for name in runs.names]
 
 
 SECTION_TITLES = {
@@ -258,12 +298,16 @@ SECTION_TITLES = {
     "learning": "Learning curves",
     "parity": "Parity plots",
     "transfer": "Transfer from cold to warm and melt",
+    "phonons": "Phonon band structures",
 }
+#: Sections left off the page when they have no figure (they need inputs beyond the sweep).
+OPTIONAL_SECTIONS = ("phonons",)
 
 
 def _sections(figures: list[Figure]) -> list[dict[str, Any]]:
-    return [{"id": key, "title": title, "figures": [f for f in figures if f.section == key]}
-            for key, title in SECTION_TITLES.items()]
+    sections = [{"id": key, "title": title, "figures": [f for f in figures if f.section == key]}
+                for key, title in SECTION_TITLES.items()]
+    return [s for s in sections if s["figures"] or s["id"] not in OPTIONAL_SECTIONS]
 
 
 def _best_rows(final: pd.DataFrame) -> list[dict[str, str]]:

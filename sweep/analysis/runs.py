@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +36,31 @@ TAG_COLUMNS: tuple[str, ...] = ("element", "model", "task", "trial_id", "config_
 RUN_COLUMNS: tuple[str, ...] = ("run_id", "run_name", "status", "start_time", "end_time", "artifact_uri", "experiment")
 
 
-def tracking_uri_for(runs_dir: str | Path | None = None, tracking_uri: str | None = None) -> str:
-    """``tracking_uri`` if given, else what the sweeps use: $MLFLOW_TRACKING_URI, else sqlite in ``runs_dir``."""
+def tracking_uri_for(runs_dir: str | Path | None = None, tracking_uri: str | None = None,
+                     names: Sequence[str] = ()) -> str:
+    """Where the sweeps ``names`` log: ``tracking_uri`` if given, else the URI saved with them.
+
+    Sweeps found under the runs root answer with the tracking URI saved in their ``sweep.json``
+    (all of them must agree); otherwise it is what a new sweep would use: $MLFLOW_TRACKING_URI,
+    else sqlite in ``runs_dir``.
+    """
     if tracking_uri:
         return tracking_uri
     from sweep.integrations.mlflow import tracking_uri as sweeps_tracking_uri
+    from sweep.tune.runner import SWEEP_FILE, _read_info, runs_root, saved_tracking_uri
 
-    return sweeps_tracking_uri(runs_dir if runs_dir is not None else DEFAULT_RUNS_DIR)
+    root = runs_root(runs_dir if runs_dir is not None else DEFAULT_RUNS_DIR)
+    saved = {}
+    for name in names:
+        info_path = root / name / SWEEP_FILE
+        if info_path.is_file():
+            saved[name] = saved_tracking_uri(_read_info(info_path))
+    if len(set(saved.values())) > 1:
+        raise InputError(root, "tracking URI", "the sweeps log to different stores: "
+                                               + ", ".join(f"{k} to {v}" for k, v in sorted(saved.items())))
+    if saved:
+        return next(iter(saved.values()))
+    return sweeps_tracking_uri(root)
 
 
 def parse_param(text: Any) -> Any:
@@ -72,9 +90,6 @@ def task_frames(task: str) -> int | None:
     return parsed.n
 
 
-#: Where each built-in model family keeps its hyperparameter model (light modules: no torch).
-_PARAMS_MODELS = {"nequip": ("sweep.trainers.nequip_config", "NequIPParams"),
-                  "flare": ("sweep.trainers.flare", "FlareParams")}
 #: Params a sweep logs beside the hyperparameters: what it knows of a model it cannot import.
 BOOKKEEPING_PARAMS = frozenset({"seed", "n_train", "n_val", "n_test", "num_cpus", "gpus"})
 
@@ -86,15 +101,18 @@ def hyperparameter_names(model: str) -> frozenset[str] | None:
     A sweep also logs counts, resources and the model's info (``n_d``, ``num_weights``,
     ``log_likelihood`` ...) as params; only hyperparameters tell configurations apart.
     """
+    from sweep.errors import InputError
+    from sweep.trainers.family import families
+
     try:
-        if model in _PARAMS_MODELS:
-            module, name = _PARAMS_MODELS[model]
-            params_model = getattr(importlib.import_module(module), name)
+        family = families().get(model)
+        if family is not None:
+            params_model = family.load_params()  # light: no torch
         else:
             from sweep.trainers.base import get_trainer
 
             params_model = get_trainer(model).Params
-    except (ImportError, AttributeError, KeyError, ValueError):
+    except (ImportError, AttributeError, KeyError, ValueError, InputError):
         return None
     return frozenset(params_model.model_fields)
 
@@ -146,9 +164,16 @@ class SweepRuns:
     table: pd.DataFrame
 
     @property
+    def public_uri(self) -> str:
+        """The tracking URI without credentials: what exports, reports and messages show."""
+        from sweep.integrations.mlflow import redact_uri
+
+        return redact_uri(self.tracking_uri)
+
+    @property
     def source(self) -> str:
         """How error messages name these runs."""
-        return f"MLflow experiment {', '.join(self.names)} ({self.tracking_uri})"
+        return f"MLflow experiment {', '.join(self.names)} ({self.public_uri})"
 
     def download(self, run_id: str, artifact_path: str, dst: str | Path | None = None) -> Path:
         """Download one artifact file or folder of a run; return its local path."""
@@ -199,7 +224,7 @@ def load_runs(names: str | Sequence[str], runs_dir: str | Path | None = None,
     from mlflow.tracking import MlflowClient
 
     names = [names] if isinstance(names, str) else list(names)
-    uri = tracking_uri_for(runs_dir, tracking_uri)
+    uri = tracking_uri_for(runs_dir, tracking_uri, names)
     _check_store(uri)
     client = MlflowClient(tracking_uri=uri)
     rows: list[dict[str, Any]] = []
@@ -240,8 +265,37 @@ def _row(run, experiment: str) -> dict[str, Any]:
     return row
 
 
+#: What a model tag may look like: it names folders and files of exports and reports.
+_MODEL_TAG = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def check_tags(row: dict[str, Any]) -> None:
+    """Refuse a run whose ``element``, ``model`` or ``task`` tag is not one this project writes.
+
+    Tags name folders and files of exports and reports, and anyone who can log a run can set
+    them: a tag such as ``../../root/.ssh`` must never become a path.
+    """
+    from sweep.data.splits import parse_task
+    from sweep.elements import ELEMENTS
+
+    where = f"run {row.get('run_id')}"
+    element, model, task = row.get("element"), row.get("model"), row.get("task")
+    if element is not None and element not in ELEMENTS:
+        raise InputError(where, "tags.element", f"{str(element)[:60]!r} is not a TM23 metal")
+    if model is not None and not _MODEL_TAG.match(str(model)):
+        raise InputError(where, "tags.model", f"{str(model)[:60]!r} is not a model family name")
+    if task is not None:
+        try:
+            parse_task(str(task))
+        except InputError:
+            raise InputError(where, "tags.task", f"{str(task)[:60]!r} is not a task") from None
+
+
 def tidy(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows of run fields into the tidy table: FINISHED runs only, one per trial, sorted."""
+    """Rows of run fields into the tidy table: FINISHED runs only, one per trial, sorted (tags checked)."""
+    for row in rows:
+        if row.get("status", "FINISHED") == "FINISHED":
+            check_tags(row)
     table = pd.DataFrame(rows)
     for column in param_columns(table):  # keep ints ints where other runs lack the param (no float NaN)
         table[column] = pd.Series([row.get(column) for row in rows], index=table.index, dtype=object)

@@ -7,6 +7,7 @@ line on stderr, ``error: <file>: <field>: <reason>``, and exit status 2.
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -26,16 +27,23 @@ def _register() -> None:
     from sweep.cli import analysis as analysis_cli
     from sweep.cli import data as data_cli
     from sweep.cli import demo as demo_cli
+    from sweep.cli import phonons as phonons_cli
     from sweep.cli import pipeline as pipeline_cli
+    from sweep.cli import status as status_cli
     from sweep.cli import sweeps as sweeps_cli
+    from sweep.cli import tracking as tracking_cli
     from sweep.cli import train as train_cli
 
     app.add_typer(data_cli.app, name="data")
     app.command(name="train")(train_cli.train)
     app.add_typer(sweeps_cli.app)  # run, resume, ui
     app.command(name="pipeline")(pipeline_cli.pipeline)
+    app.command(name="ls")(status_cli.ls)
+    app.command(name="status")(status_cli.status)
     app.add_typer(analysis_cli.app)  # exponents, export, report
     app.command(name="demo")(demo_cli.demo)
+    app.command(name="phonons")(phonons_cli.phonons)
+    app.add_typer(tracking_cli.app, name="tracking")  # tracking migrate
 
 
 _register()
@@ -44,7 +52,10 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tm23-sweep`` console script."""
     try:
-        app(args=argv, standalone_mode=False)
+        # outside standalone mode click returns a command's typer.Exit code instead of raising it
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            return code
     except InputError as exc:
         print(f"error: {exc.line()}", file=sys.stderr)
         return 2
@@ -54,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # a disk that filled up mid-write: every writer cleaned up its temporary file
+        print(f"error: {exc.filename or 'disk'}: disk: {exc.strerror} (nothing was half-written; free some space "
+              "and run the command again)", file=sys.stderr)
+        return 2
     except Exception as exc:  # click usage errors
         import click
 

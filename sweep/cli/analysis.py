@@ -80,8 +80,9 @@ def export(
     tie_rtol: TieRtol = 0.01,
 ) -> None:
     """Export the best config per element and model in native form, with a Table-1 summary."""
-    from sweep.analysis.export import export_best
+    from sweep.analysis.export import check_out, export_best
 
+    check_out(out)  # before anything is read: a folder of the user's is never touched
     runs = _load(names, runs_dir, tracking_uri)
     result = export_best(runs, out, tie_rtol=tie_rtol, progress=True)
     console.print((result.out / "summary.md").read_text())
@@ -97,12 +98,16 @@ def report(
     tie_rtol: TieRtol = 0.01,
     template_dir: Annotated[Optional[Path], typer.Option(
         "--template-dir", help="Folder holding report.html.j2 [default: dashboards/].")] = None,
+    phonons: Annotated[Optional[Path], typer.Option(
+        "--phonons", help="Folder written by `tm23-sweep phonons`: its band structures join the page.")] = None,
 ) -> None:
     """Write a self-contained HTML dashboard and a PNG of every figure."""
-    from sweep.analysis.report import DASHBOARDS_DIR, build_report
+    from sweep.analysis.report import DASHBOARDS_DIR, build_report, check_out
 
+    check_out(out)
     runs = _load(names, runs_dir, tracking_uri)
-    result = build_report(runs, out, tie_rtol=tie_rtol, template_dir=template_dir or DASHBOARDS_DIR, progress=True)
+    result = build_report(runs, out, tie_rtol=tie_rtol, template_dir=template_dir or DASHBOARDS_DIR, progress=True,
+                          phonons=phonons)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {note}")
     console.print(f"wrote {result.page} and {len(result.figures)} figures")

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sweep.data.generate.labellers import DEFAULT_LABELLER
 from sweep.elements import SYMBOLS, parse_element_list
 from sweep.errors import InputError
 
@@ -25,26 +26,78 @@ def _elements(text: str, option: str = "--elements") -> list[str]:
 
 @app.command()
 def generate(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the mini archive into.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the mini archive into (must not hold one).")],
     elements: Annotated[str, typer.Option(help="Comma-separated symbols, or 'all'.")] = "all",
     frames_per_temperature: Annotated[int, typer.Option(min=10, help="Frames per temperature (9:1 train:test).")] = 100,
-    seed: Annotated[int, typer.Option(help="Seed: same seed, same bytes.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed: same inputs, same bytes.")] = 0,
+    labeller: Annotated[str, typer.Option(help="Who labels the frames: sevennet or chgnet (PBE level), or classical.")
+                        ] = DEFAULT_LABELLER,
+    jobs: Annotated[int, typer.Option(min=1, help="Trajectories generated at once (one core each).")] = 1,
+    cache: Annotated[bool, typer.Option(help="Reuse and keep generated elements in $TM23_CACHE_DIR.")] = True,
 ) -> None:
-    """Write a mini TM23 archive in the real layout, labelled by published classical potentials."""
+    """Write a mini TM23 archive in the real layout: classical MD, frames labelled at PBE level; print each phase."""
     symbols = _elements(elements)
+    from sweep.data.archive import scan_archive
     from sweep.data.generate import generate_archive
+    from sweep.data.generate.cache import default_cache_root
 
-    collection = generate_archive(out, symbols, frames_per_temperature=frames_per_temperature,
-                                  seed=seed, progress=True)
+    collection = generate_archive(out, symbols, frames_per_temperature=frames_per_temperature, seed=seed,
+                                  progress=True, labeller=labeller, jobs=jobs,
+                                  cache_root=default_cache_root() if cache else None)
     console.print(f"wrote {collection}")
+    print_phases(archive_phases(scan_archive(collection)))
+
+
+def archive_phases(contents) -> list:
+    """The phase check of every trajectory of a scanned archive (train then test frames, in time order)."""
+    from sweep.data.archive import SPLITS, read_extxyz
+    from sweep.data.phase import check_phase
+
+    checks = []
+    for element in contents.elements:
+        for temperature in contents.temperatures(element):
+            frames = [f for split in SPLITS for f in read_extxyz(contents.per_temperature[(element, temperature, split)])]
+            checks.append(check_phase(frames, element, temperature))
+    return checks
+
+
+def store_phases(store) -> list:
+    """The phase check of every trajectory in a store."""
+    from sweep.data.phase import check_phase
+
+    return [check_phase(store.frames(element, temperature), element, temperature)
+            for element in store.elements() for temperature in store.temperatures(element)]
+
+
+def print_phases(checks) -> None:
+    """A table of the phase checks, and one warning line per trajectory in the wrong phase."""
+    table = Table("element", "temperature", "phase", "expected", "MSD slope (Å²/ps)", "MSD (Å²)", "Wendt–Abraham",
+                  "mean P (GPa)", "mean |F| (eV/Å)", title="phase check")
+    for c in checks:
+        mark = "" if c.ok else "[bold red]"
+        table.add_row(c.element, c.temperature, f"{mark}{c.phase}", str(c.expected), f"{c.msd_slope_A2_per_ps:.2f}",
+                      f"{c.msd_final_A2:.2f}", f"{c.wendt_abraham:.2f}",
+                      "n/a" if c.mean_pressure_GPa is None else f"{c.mean_pressure_GPa:.1f}",
+                      "n/a" if c.mean_abs_force is None else f"{c.mean_abs_force:.2f}")
+    console.print(table)
+    for c in checks:
+        if not c.ok:
+            console.print(f"[bold yellow]warning:[/bold yellow] {c.describe()}")
 
 
 @app.command()
 def potentials() -> None:
-    """List each element's classical potential and its citation."""
+    """List the labellers (package, version, citation) and each element's classical MD potential."""
     from sweep.data.generate import potential_table
+    from sweep.data.generate.labellers import DEFAULT_LABELLER, LABELLERS
 
-    table = Table("element", "pair style", "files", "fallback", "citation")
+    labellers = Table("labeller", "package", "model", "level of theory", "citation", title="labellers")
+    for lab in LABELLERS.values():
+        name = f"{lab.name} (default)" if lab.name == DEFAULT_LABELLER else lab.name
+        labellers.add_row(name, f"{lab.package}=={lab.version}", lab.model, lab.level_of_theory, lab.citation)
+    console.print(labellers)
+    table = Table("element", "pair style", "files", "fallback", "citation",
+                  title="classical potentials (drive the MD; label with --labeller classical)")
     for p in potential_table():
         table.add_row(p.element, p.pair_style, ", ".join(p.files), "yes" if p.fallback else "", p.citation)
     console.print(table)
@@ -69,10 +122,15 @@ def info(path: Annotated[str, typer.Argument(help="A store, or an archive folder
     """Report which elements, temperatures and splits a store or an archive holds."""
     from sweep.data.store import MANIFEST, FrameStore
 
+    from sweep.data.archive import scan_archive
+
     if "://" in path or (Path(path) / MANIFEST).exists():
-        _print_store(FrameStore.open(path))
+        store = FrameStore.open(path)
+        _print_store(store)
+        print_phases(store_phases(store))
     else:
         _print_archive(Path(path))
+        print_phases(archive_phases(scan_archive(Path(path))))
 
 
 def _print_store(store) -> None:

@@ -28,7 +28,7 @@ def pipeline(
     except ValueError:
         raise InputError("--sizes", "sizes", f"expected comma-separated integers, got {sizes!r}") from None
     summary = run_pipeline(space, store, name=name, runs_dir=runs_dir, address=address, num_cpus=num_cpus,
-                           live=live, learning_curve_sizes=ns)
+                           live=live, learning_curve_sizes=ns, loopback_only=True)
     _report(summary.grid)
     if summary.final is None:
         console.print("[yellow]grid stage unfinished: rerun the same command to resume[/yellow]")

@@ -27,6 +27,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sweep.integrations.mlflow import UI_HOST, UI_PORT
+
 app = typer.Typer(help="Sweeps: run, resume, and browse them in MLflow.")
 console = Console()
 
@@ -49,7 +51,8 @@ def run(
     """Run a sweep; with the NAME of an existing sweep of the same space, continue it."""
     from sweep.tune.runner import run_sweep
 
-    summary = run_sweep(space, store, name=name, runs_dir=runs_dir, address=address, num_cpus=num_cpus, live=live)
+    summary = run_sweep(space, store, name=name, runs_dir=runs_dir, address=address, num_cpus=num_cpus, live=live,
+                        loopback_only=True)
     _report(summary)
 
 
@@ -65,14 +68,15 @@ def resume(
     """Continue a killed or interrupted sweep: finished trials are kept, unfinished ones go on."""
     from sweep.tune.runner import resume_sweep
 
-    summary = resume_sweep(name, runs_dir=runs_dir, store=store, address=address, num_cpus=num_cpus, live=live)
+    summary = resume_sweep(name, runs_dir=runs_dir, store=store, address=address, num_cpus=num_cpus, live=live,
+                           loopback_only=True)
     _report(summary)
 
 
 @app.command()
 def ui(
-    host: Annotated[str, typer.Option("--host", help="Address to bind; keep 127.0.0.1 unless you mean to share it.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 5000,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; keep 127.0.0.1 unless you mean to share it.")] = UI_HOST,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = UI_PORT,
     runs_dir: RunsDir = None,
 ) -> None:
     """Start the MLflow UI on the sweeps' tracking store (Ctrl-C stops it)."""
@@ -93,10 +97,27 @@ def ui_command(runs_root: Path, host: str, port: int) -> list[str]:
             "--port", str(port), "--workers", "1"]
 
 
+def ui_links(runs_root: Path, uri: str, host: str, port: int) -> list[str]:
+    """The UI's experiment list, then ``<sweep>: <link>`` for each sweep under ``runs_root`` that the
+    store holds (all links in the model-training view)."""
+    from sweep.integrations.mlflow import experiment_ids, ui_link
+    from sweep.results import list_sweeps
+
+    try:
+        found = experiment_ids(uri, list_sweeps(runs_root))
+    except Exception:  # a store MLflow cannot read: the UI still starts, and its own log says why
+        found = {}
+    return [ui_link(uri, host=host, port=port)] + [f"{name}: {ui_link(uri, experiment_id, host=host, port=port)}"
+                                                    for name, experiment_id in found.items()]
+
+
 def serve_ui(runs_root: Path, host: str, port: int) -> int:
     """Run ``mlflow ui`` in its own process group until it exits or Ctrl-C; returns its status."""
     command = ui_command(runs_root, host, port)
-    console.print(f"MLflow UI on http://{host}:{port} (store {command[5]}); Ctrl-C stops it")
+    links = ui_links(runs_root, command[5], host, port)
+    console.print(f"MLflow UI on {links[0]} (store {command[5]}); Ctrl-C stops it", highlight=False, soft_wrap=True)
+    for line in links[1:]:
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
     # Ctrl-C or a SIGTERM both end here (a shell may start us with SIGINT ignored)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -134,6 +155,8 @@ def stop_process_group(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
 
 
 def _report(summary) -> None:
+    from sweep.integrations.mlflow import is_server, redact_uri, ui_link
+
     best = summary.best()
     table = Table(title=f"sweep {summary.name}: best {summary.metric} per model, element and task", title_justify="left")
     for column in ("model", "element", "task", summary.metric, "test_forces_pct", "config", "mlflow run"):
@@ -146,9 +169,13 @@ def _report(summary) -> None:
     finished = len(summary.records)
     console.print(f"{finished} configurations in the ledger, {len(summary.trial_status)} trials, "
                   f"{len(summary.errors)} failed; {summary.wall_s:.0f} s; folder {summary.sweep_dir}")
-    console.print(f"MLflow: {summary.tracking_uri} (experiment {summary.name}); browse with `tm23-sweep ui`")
+    console.print(f"MLflow: {redact_uri(summary.tracking_uri)} (experiment {summary.name}); "
+                  f"{'' if is_server(summary.tracking_uri) else 'after `tm23-sweep ui`, '}"
+                  f"{ui_link(summary.tracking_uri, summary.experiment_id)}", highlight=False, soft_wrap=True)
     for trial, path in sorted(summary.errors.items()):
         console.print(f"[red]failed[/red] {trial}: {path}")
+    if summary.interrupted:
+        console.print("[yellow]stopped by a signal (Ctrl-C or SIGTERM) before the end[/yellow]")
     if summary.errors or summary.unfinished:
         console.print(f"{summary.unfinished} of {summary.total} configurations unfinished; "
                       f"`tm23-sweep resume {summary.name}` continues (and retries failed trials)")

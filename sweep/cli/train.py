@@ -68,6 +68,9 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sweep.train import run_training
+    from sweep.train.single import claim_out_dir
+
+    claim_out_dir(out)
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:

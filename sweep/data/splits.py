@@ -107,6 +107,17 @@ def carve_validation(train: list[Atoms], fraction: float, seed: int) -> tuple[li
     return ([f for i, f in enumerate(train) if i not in val_idx], [f for i, f in enumerate(train) if i in val_idx])
 
 
+def required_temperatures(task: Task | str) -> tuple[str, ...]:
+    """The trajectories ``task`` reads: every one for ``full`` and ``grid``, cold plus the target for
+    transfers, melt for learning curves."""
+    task = parse_task(task) if isinstance(task, str) else task
+    if task.kind in ("full", "grid"):
+        return TEMPERATURES
+    if task.kind in ("transfer-warm", "transfer-melt"):
+        return ("cold", task.kind.removeprefix("transfer-"))
+    return ("melt",)
+
+
 def split_frames(store, element: str, task: Task | str, seed: int = 0,
                  val_fraction: float = VALIDATION_FRACTION) -> SplitFrames:
     """Select ``task``'s train, validation and test frames of ``element`` from a :class:`FrameStore`."""

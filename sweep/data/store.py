@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import re
+import time
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -26,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from ase import Atoms
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from sweep.data.archive import SPLITS, iter_trajectory, scan_archive
 from sweep.data.frames import make_frame
@@ -35,6 +37,11 @@ from sweep.elements import ELEMENTS, TEMPERATURES, get_element
 from sweep.errors import InputError
 
 MANIFEST = "_manifest.json"
+#: A part file's only possible name, relative to the store root: the manifest is data, not a path to trust.
+_PART_FILE = re.compile(r"^element=(?P<element>[A-Z][a-z]?)/temperature=(?P<temperature>[a-z]+)/"
+                        r"part-(?P<digest>[0-9a-f]{16})\.parquet$")
+#: Temporary files of killed writers older than this are removed by the next ingest.
+STALE_TEMPORARY_S = 3600.0
 
 
 class PartitionEntry(BaseModel):
@@ -51,6 +58,15 @@ class PartitionEntry(BaseModel):
     n_test: int
     sources: list[str]
     labels: dict
+
+    @model_validator(mode="after")
+    def _file_is_a_part_of_this_trajectory(self) -> "PartitionEntry":
+        match = _PART_FILE.match(self.file)
+        if (match is None or match["element"] != self.element or match["temperature"] != self.temperature
+                or not self.sha256.startswith(match["digest"])):
+            raise ValueError(f"file {self.file!r} is not element={self.element}/temperature={self.temperature}/"
+                             "part-<sha256 prefix>.parquet")
+        return self
 
 
 class StoreManifest(BaseModel):
@@ -96,12 +112,19 @@ class FrameStore:
         except (FileNotFoundError, OSError):
             raise InputError(uri, MANIFEST, "not a tm23-sweep store (run `tm23-sweep data ingest` first)") from None
         try:
+            version = json.loads(raw).get("schema_version")
+        except (ValueError, AttributeError):
+            raise InputError(path, MANIFEST, "unreadable (truncated or not JSON); restore it or ingest into a "
+                                             "new store") from None
+        if version != SCHEMA_VERSION:
+            raise InputError(path, "schema_version", f"store has schema {version}, this code reads {SCHEMA_VERSION}; "
+                                                     "ingest into a new store (this one is left as it is)")
+        try:
             manifest = StoreManifest.model_validate_json(raw)
         except ValidationError as exc:
-            raise InputError(path, str(exc.errors()[0]["loc"][0]), "invalid manifest") from None
-        if manifest.schema_version != SCHEMA_VERSION:
-            raise InputError(path, "schema_version",
-                             f"store has schema {manifest.schema_version}, this code reads {SCHEMA_VERSION}; re-ingest")
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or MANIFEST
+            raise InputError(path, where, f"invalid manifest ({err['msg']})") from None
         return cls(uri, manifest, fs, root)
 
     # -- what is there -------------------------------------------------------------
@@ -196,11 +219,26 @@ def frames_from_table(table: pa.Table) -> list[Atoms]:
 
 
 # -- ingest ----------------------------------------------------------------------------
+#: Atoms closer than this (Å) overlap: no metal frame has them (nearest neighbours sit at 2.2–3.2 Å).
+MIN_DISTANCE = 0.5
+
+
+def _check_no_overlap(atoms: Atoms, path: Path, frame: int) -> None:
+    from ase.neighborlist import neighbor_list
+
+    i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE, self_interaction=False)
+    if len(d):
+        k = int(np.argmin(d))
+        raise InputError(path, "positions", f"atoms {int(i[k])} and {int(j[k])} are {float(d[k]):.2f} Å apart "
+                                            f"(overlapping; closer than {MIN_DISTANCE} Å)", frame=frame)
+
+
 def _rows(element: str, temperature: str, split: str, path: Path, frames, start: int) -> list[FrameRow]:
     t_K = get_element(element).temperature(temperature)
     rows = []
     for k, f in enumerate(frames):
         atoms = f.atoms
+        _check_no_overlap(atoms, path, f.source_frame)
         try:
             rows.append(FrameRow(
                 element=element, temperature=temperature, temperature_K=t_K, split=split,
@@ -223,10 +261,47 @@ def _parquet_bytes(table: pa.Table) -> bytes:
 
 
 def _write_atomically(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    if isinstance(fs, pafs.LocalFileSystem):  # flushed to disk before it is renamed into place
+        from sweep.io import atomic_write_bytes
+
+        atomic_write_bytes(path, data)
+        return
     tmp = f"{path}.tmp-{hashlib.sha256(data).hexdigest()[:8]}"
-    with fs.open_output_stream(tmp) as out:
-        out.write(data)
-    fs.move(tmp, path)
+    try:
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, path)
+    except BaseException:
+        try:
+            fs.delete_file(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _remove_stale_temporaries(fs: pafs.FileSystem, root: str) -> None:
+    """Delete temporary files that killed writers left in the store (older than an hour)."""
+    cutoff = time.time() - STALE_TEMPORARY_S
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        name = posixpath.basename(info.path)
+        is_temporary = ".tmp-" in name or (name.startswith(".") and name.endswith(".tmp"))
+        if info.type == pafs.FileType.File and is_temporary and info.mtime is not None \
+                and info.mtime.timestamp() < cutoff:
+            fs.delete_file(info.path)
+
+
+def _existing_manifest(fs: pafs.FileSystem, root: str, store_uri: str | Path) -> StoreManifest:
+    """The store's manifest; a new store only where the folder is empty: never overwrite what is there."""
+    info = fs.get_file_info(posixpath.join(root, MANIFEST))
+    if info.type != pafs.FileType.NotFound:
+        return FrameStore.open(store_uri).manifest  # unreadable or another schema: its one-line error
+    if fs.get_file_info(root).type == pafs.FileType.File:
+        raise InputError(store_uri, "store", "is a file, not a folder")
+    present = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    if present:
+        raise InputError(store_uri, "store", f"the folder holds {len(present)} entries but no {MANIFEST}: not a "
+                                             "tm23-sweep store; give an empty or new folder")
+    return StoreManifest(schema_version=SCHEMA_VERSION)
 
 
 def ingest_archive(archive: str | Path, store_uri: str | Path, elements: Iterable[str] | None = None,
@@ -245,11 +320,19 @@ def ingest_archive(archive: str | Path, store_uri: str | Path, elements: Iterabl
         if element not in contents.elements:
             raise InputError(contents.root, "element", f"{element} has no files in the archive")
     fs, root = _filesystem(store_uri)
-    fs.create_dir(root, recursive=True)
-    try:
-        manifest = FrameStore.open(store_uri).manifest
-    except InputError:
-        manifest = StoreManifest(schema_version=SCHEMA_VERSION)
+    manifest = _existing_manifest(fs, root, store_uri)
+    created: list[str] = []  # folders this ingest made, removed again if it fails
+
+    def make_dir(path: str) -> None:
+        missing = []
+        while fs.get_file_info(path).type == pafs.FileType.NotFound:
+            missing.append(path)
+            path = posixpath.dirname(path)
+        fs.create_dir(missing[0] if missing else path, recursive=True)
+        created.extend(reversed(missing))
+
+    make_dir(root)
+    _remove_stale_temporaries(fs, root)
 
     jobs = [(el, t) for el in wanted for t in contents.temperatures(el)]
     staged: dict[str, PartitionEntry] = {}
@@ -270,25 +353,27 @@ def ingest_archive(archive: str | Path, store_uri: str | Path, elements: Iterabl
                 rel = f"element={element}/temperature={temperature}/part-{digest[:16]}.parquet"
                 target = posixpath.join(root, rel)
                 if fs.get_file_info(target).type == pafs.FileType.NotFound:
-                    fs.create_dir(posixpath.dirname(target), recursive=True)
+                    make_dir(posixpath.dirname(target))
                     _write_atomically(fs, target, data)
                     written.append(target)
                 staged[_key(element, temperature)] = PartitionEntry(
                     element=element, temperature=temperature, temperature_K=rows[0].temperature_K, file=rel,
                     sha256=digest, n_train=counts["train"], n_test=counts["test"], sources=sources, labels=labels)
                 bar.advance(task)
+        old_files = {p.file for p in manifest.partitions.values()}
+        manifest.partitions.update(staged)
+        manifest.partitions = dict(sorted(manifest.partitions.items(),
+                                          key=lambda kv: (list(ELEMENTS).index(kv[1].element),
+                                                          TEMPERATURES.index(kv[1].temperature))))
+        text = json.dumps(manifest.model_dump(), indent=2) + "\n"
+        _write_atomically(fs, posixpath.join(root, MANIFEST), text.encode())  # the commit point
     except BaseException:
         for path in written:  # never referenced by a manifest: safe to drop
             fs.delete_file(path)
+        for folder in reversed(created):  # deepest first; only the folders this ingest made
+            if not fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)):
+                fs.delete_dir(folder)
         raise
-
-    old_files = {p.file for p in manifest.partitions.values()}
-    manifest.partitions.update(staged)
-    manifest.partitions = dict(sorted(manifest.partitions.items(),
-                                      key=lambda kv: (list(ELEMENTS).index(kv[1].element),
-                                                      TEMPERATURES.index(kv[1].temperature))))
-    text = json.dumps(manifest.model_dump(), indent=2) + "\n"
-    _write_atomically(fs, posixpath.join(root, MANIFEST), text.encode())
     live = {p.file for p in manifest.partitions.values()}
     for stale in old_files - live:
         fs.delete_file(posixpath.join(root, stale))

@@ -31,6 +31,17 @@ ARTIFACTS_DIR = "mlartifacts"
 PENDING_FILE = "mlflow_pending.json"
 #: Tags every trial run carries (the issue's contract with the MLflow UI and tests).
 RUN_TAGS = ("sweep", "model", "element", "task", "trial_id", "config_hash")
+#: The experiment tag the MLflow 3 UI reads for an experiment's kind. Without it the UI guesses
+#: from the runs and traces and asks the user to confirm its guess.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+#: The UI's query parameter for its sidebar view; without it the browser's last choice holds,
+#: and a new browser opens in the GenAI view (traces, sessions), not in model training (runs).
+WORKFLOW_PARAM = "workflowType"
+WORKFLOW = "machine_learning"
+#: Where ``tm23-sweep ui`` serves a local (sqlite) store unless told otherwise.
+UI_HOST = "127.0.0.1"
+UI_PORT = 5000
 
 # MLflow's HTTP client retries for minutes by default; the queue below does the waiting,
 # so a trial is never blocked long on a tracking server that is down.
@@ -41,11 +52,63 @@ _CLIENTS: dict[str, Any] = {}
 
 
 def tracking_uri(runs_root: str | Path) -> str:
-    """``$MLFLOW_TRACKING_URI``, else ``sqlite:///<runs root>/mlruns.db``."""
+    """``$MLFLOW_TRACKING_URI``, else ``sqlite:///<runs root>/mlruns.db`` (the single-machine default)."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
-        return env
+        return check_tracking_uri(env, "MLFLOW_TRACKING_URI")
     return f"sqlite:///{Path(runs_root).absolute() / DB_FILE}"
+
+
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` names a tracking server (every node can reach it) rather than a local store."""
+    return uri.startswith(("http://", "https://"))
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without any user or password it carries (for files and pages that others may read)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if not (parts.username or parts.password):
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
+    """A tracking server must answer ``/health`` before a sweep starts (one-line error otherwise)."""
+    import urllib.error
+    import urllib.request
+
+    from sweep.errors import InputError
+
+    if not is_server(uri):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return  # it answers; whether our credentials work shows at the first call
+        reason = f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise InputError("MLFLOW_TRACKING_URI", "tracking URI", f"{redact_uri(uri)} does not answer ({reason}); start "
+                                                            "the server or unset it to use the local sqlite store")
+
+
+def check_tracking_uri(uri: str, source: str = "tracking URI") -> str:
+    """``uri``, unless it carries credentials (they would be written with the sweep): then a one-line error."""
+    from urllib.parse import urlsplit
+
+    from sweep.errors import InputError
+
+    if is_server(uri) and (urlsplit(uri).password or urlsplit(uri).username):
+        raise InputError(source, "tracking URI", "credentials in the URI would be saved with the sweep; "
+                                                 "put them in ~/.mlflow/credentials (mode 600) or in "
+                                                 "MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD instead")
+    return uri
 
 
 def client(uri: str):
@@ -58,15 +121,83 @@ def client(uri: str):
 
 
 def ensure_experiment(uri: str, name: str, artifact_root: str | Path) -> str:
-    """The id of experiment ``name``, created with artifacts under ``artifact_root`` if new."""
+    """The id of experiment ``name``, created if new.
+
+    With a local store (sqlite) the artifacts go under ``artifact_root``; with a tracking
+    server they go where the server puts them (``mlflow-artifacts:/``, proxied by the server
+    with ``--serve-artifacts``), so that runs logged on any node keep their artifacts on the
+    server, never on the logging node's disk.
+
+    Every sweep experiment carries ``mlflow.experimentKind = custom_model_development``, so
+    the UI opens it as model training without asking; an existing experiment without that
+    tag (or with only the UI's own guess, ``*_inferred``) gets it, another kind is left alone.
+    """
     c = client(uri)
     found = c.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
             c.restore_experiment(found.experiment_id)
+        kind = found.tags.get(EXPERIMENT_KIND_TAG, "")
+        if not kind or kind.endswith("_inferred"):
+            c.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
+    tags = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+    if is_server(uri):
+        return c.create_experiment(name, tags=tags)
     location = Path(artifact_root).absolute() / name
-    return c.create_experiment(name, artifact_location=location.as_uri())
+    return c.create_experiment(name, artifact_location=location.as_uri(), tags=tags)
+
+
+def ui_link(uri: str, experiment_id: str | None = None, run_id: str | None = None,
+            host: str = UI_HOST, port: int = UI_PORT) -> str:
+    """The MLflow UI address of the store ``uri`` (its experiment list, an experiment, or a run), in the
+    model-training view (``?workflowType=machine_learning``).
+
+    A tracking server serves its own UI (the link is the server's address, without credentials);
+    a local store is served by ``tm23-sweep ui`` on ``host:port`` (a wildcard bind is reached
+    on 127.0.0.1). The UI routes after ``#``, so the query goes after the route.
+    """
+    from urllib.parse import urlencode
+
+    if is_server(uri):
+        base = redact_uri(uri).rstrip("/")
+    else:
+        shown = UI_HOST if host in ("0.0.0.0", "::", "") else host
+        base = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    route = "/#/experiments"
+    if experiment_id is not None:
+        route += f"/{experiment_id}"
+        if run_id is not None:
+            route += f"/runs/{run_id}"
+    return f"{base}{route}?{urlencode({WORKFLOW_PARAM: WORKFLOW})}"
+
+
+def experiment_ids(uri: str, names: list[str] | tuple[str, ...], timeout_s: float = 2.0) -> dict[str, str]:
+    """The ids of those experiments ``names`` that the store ``uri`` holds, for links.
+
+    Never creates a store (MLflow would make an empty database at a missing sqlite path) and
+    gives up on a server that does not answer ``/health`` within ``timeout_s``: a link
+    without an experiment beats a status line that waits for a down server.
+    """
+    import urllib.error
+    import urllib.request
+
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return {}
+    if is_server(uri):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+                pass
+        except urllib.error.HTTPError:
+            pass  # it answers (perhaps asking for credentials the client has)
+        except (OSError, ValueError):
+            return {}
+    found = {}
+    for name in names:
+        experiment = client(uri).get_experiment_by_name(name)
+        if experiment is not None:
+            found[name] = experiment.experiment_id
+    return found
 
 
 def find_runs(uri: str, experiment_id: str, config_hash: str | None = None) -> list:
@@ -104,6 +235,8 @@ class TrialRun:
         self.failures = 0
         self._streak = 0
         self._next_try = 0.0
+        #: The run stays open once its queue is sent (a trial Tune ended; the driver decides its end).
+        self.leave_open = False
 
     # -- public, all queued ------------------------------------------------------------
     def start(self) -> "TrialRun":
@@ -154,12 +287,15 @@ class TrialRun:
         """Copy a file or folder into the run's artifacts."""
         self._push({"op": "artifacts", "path": str(local_path), "artifact_path": artifact_path})
 
-    def close(self, status: str = "FINISHED", retry_s: float = 60.0) -> bool:
-        """End the run with ``status``; retry until ``retry_s`` passes, then save what is left.
+    def close(self, status: str | None = "FINISHED", retry_s: float = 60.0) -> bool:
+        """End the run with ``status`` (None: send what is queued and leave the run open); retry until
+        ``retry_s`` passes, then save what is left.
 
         Returns True when everything reached MLflow.
         """
-        self._queue.append({"op": "terminate", "status": status})
+        self.leave_open = status is None
+        if status is not None:
+            self._queue.append({"op": "terminate", "status": status})
         self._drain(force=True)
         deadline = time.monotonic() + retry_s
         delay = 0.5
@@ -246,23 +382,41 @@ class TrialRun:
     def _save_pending(self) -> None:
         if self.pending_file is None:
             return
-        atomic_write_json(self.pending_file, {
+        atomic_write_json(self.pending_file, {  # the owner's only: it names the server and the run
             "uri": self.uri, "experiment_id": self.experiment_id, "tags": self.tags,
             "run_name": self.run_name, "key_metric": self.key_metric, "ops": self._queue,
-        })
+            "leave_open": self.leave_open,
+        }, mode=0o600)
         log.warning("MLflow unreachable: %d operations saved to %s", len(self._queue), self.pending_file)
+
+
+def read_pending(path: Path) -> dict[str, Any]:
+    """A saved ``mlflow_pending.json``; a damaged one is a one-line :class:`InputError` naming it."""
+    from sweep.errors import InputError
+
+    try:
+        saved = json.loads(Path(path).read_text())
+        if not isinstance(saved, dict) or not isinstance(saved["ops"], list) or "config_hash" not in saved["tags"]:
+            raise ValueError("missing ops or tags")
+        for key in ("uri", "experiment_id", "run_name"):
+            saved[key]  # noqa: B018 (presence check)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(path, PENDING_FILE, f"unreadable ({exc}); the MLflow operations it held are lost: move "
+                                             "it away to go on") from None
+    return saved
 
 
 def flush_pending(work_root: str | Path, retry_s: float = 10.0) -> tuple[int, int]:
     """Replay every ``mlflow_pending.json`` under ``work_root``; returns (flushed, still pending)."""
     flushed = left = 0
     for path in sorted(Path(work_root).glob(f"*/{PENDING_FILE}")):
-        saved = json.loads(path.read_text())
+        saved = read_pending(path)
         run = TrialRun(saved["uri"], saved["experiment_id"], saved["tags"], saved["run_name"],
                        saved.get("key_metric", "val_forces_mae"), pending_file=path)
         run._queue = list(saved["ops"])
         terminal = run._queue.pop() if run._queue and run._queue[-1]["op"] == "terminate" else None
-        if run.close(terminal["status"] if terminal else "FINISHED", retry_s=retry_s):
+        status = terminal["status"] if terminal else (None if saved.get("leave_open") else "FINISHED")
+        if run.close(status, retry_s=retry_s):
             flushed += 1
         else:
             left += 1

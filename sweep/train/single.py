@@ -36,6 +36,23 @@ class TrainingResult:
     out_dir: Path | None = None
 
 
+#: The file that marks a folder as one that ``tm23-sweep train`` writes (and may write again).
+TRAIN_MARKER = ".tm23-sweep-train"
+
+
+def claim_out_dir(out_dir: Path) -> None:
+    """Make ``out_dir`` a ``train`` output folder, refusing one that holds anything ``train`` did not write."""
+    from sweep.errors import InputError
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(out_dir, "--out", "exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / TRAIN_MARKER).is_file():
+        raise InputError(out_dir, "--out", "holds files `tm23-sweep train` did not write; choose another folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / TRAIN_MARKER).touch()
+
+
 def _save_predictions(path: Path, frames, predictions) -> None:
     import io
 

@@ -1,4 +1,4 @@
-"""Model families behind one interface (:mod:`sweep.trainers.base`)."""
+"""Model families behind one interface (:mod:`sweep.trainers.base`), each described by its record (:mod:`sweep.trainers.family`)."""
 
 from sweep.trainers.base import (
     HyperParams,
@@ -12,8 +12,9 @@ from sweep.trainers.base import (
     null_reporter,
     register_trainer,
 )
+from sweep.trainers.family import Family, ModelInfo, families, get_family
 
 __all__ = [
-    "HyperParams", "Prediction", "Reporter", "TrainContext", "TrainedModel", "Trainer",
-    "available_trainers", "get_trainer", "null_reporter", "register_trainer",
+    "Family", "HyperParams", "ModelInfo", "Prediction", "Reporter", "TrainContext", "TrainedModel", "Trainer",
+    "available_trainers", "families", "get_family", "get_trainer", "null_reporter", "register_trainer",
 ]

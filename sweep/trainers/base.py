@@ -2,15 +2,15 @@
 
 A trainer turns typed hyperparameters and frames (ASE ``Atoms`` carrying energy,
 forces and stress through a ``SinglePointCalculator``) into a :class:`TrainedModel`.
-Trainers see frames, never files. A new model family (MACE, Allegro) is one module
-that subclasses :class:`Trainer`, decorates it with :func:`register_trainer` and ships
-a search space.
+Trainers see frames, never files. A model family is a package under ``sweep/trainers/``:
+its ``__init__`` holds the light :class:`~sweep.trainers.family.Family` record, and a module
+of it subclasses :class:`Trainer` and decorates it with :func:`register_trainer`; every
+family passes the contract suite :mod:`sweep.trainers.contract`.
 """
 
 from __future__ import annotations
 
 import abc
-import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +48,9 @@ class TrainContext:
     #: CPUs this trial owns (FLARE runs that many MPI ranks).
     num_cpus: int = 1
     seed: int = 0
+    #: The last step the caller's tracking has received (``None``: unknown, replay nothing); a
+    #: trainer resuming from a checkpoint reports its checkpointed steps after it again.
+    reported_up_to: int | None = None
     #: Free-form notes a trainer may fill (e.g. what it fell back to).
     notes: dict[str, Any] = field(default_factory=dict)
     #: Whether the trainer may reuse work computed by earlier trials in the same worker
@@ -73,11 +76,47 @@ class Prediction:
     stress: np.ndarray
 
 
+def predict_with_calculator(calculator, frames: Sequence[Atoms]) -> list[Prediction]:
+    """Each frame's :class:`Prediction` by an ASE ``calculator`` (on a bare copy: positions, cell, pbc)."""
+    out = []
+    for frame in frames:
+        atoms = Atoms(numbers=frame.numbers, positions=frame.positions, cell=frame.cell.array, pbc=frame.pbc)
+        atoms.calc = calculator
+        out.append(Prediction(energy=float(atoms.get_potential_energy()), forces=atoms.get_forces().copy(),
+                              stress=atoms.get_stress(voigt=True).copy()))
+    return out
+
+
+def read_saved_run(directory: Path, kind: str) -> tuple[dict, dict]:
+    """(run record, info) of a model folder that ``save`` wrote (``run.json``, ``done.json``).
+
+    A missing file is a one-line :class:`InputError` naming it: the folder is "not a saved ``kind``".
+    """
+    import json
+
+    from sweep.errors import InputError
+
+    try:
+        run = json.loads((directory / "run.json").read_text())
+        info = json.loads((directory / "done.json").read_text())["info"]
+    except FileNotFoundError as exc:
+        raise InputError(directory, Path(exc.filename).name, f"missing: not a saved {kind}") from None
+    return run, info
+
+
 class TrainedModel(abc.ABC):
     """A trained force field: predicts, saves and reloads itself, exports native artifacts."""
 
     #: Facts worth logging: descriptor dimension, weight count, log-likelihood, epochs, ...
+    #: (the keys code outside the family reads are typed by :class:`~sweep.trainers.family.ModelInfo`).
     info: dict[str, Any]
+
+    @property
+    def model_info(self):
+        """The typed view of :attr:`info`."""
+        from sweep.trainers.family import ModelInfo
+
+        return ModelInfo.of(self.info)
 
     @abc.abstractmethod
     def predict(self, frames: Sequence[Atoms]) -> list[Prediction]:
@@ -134,8 +173,6 @@ class Trainer(abc.ABC):
 
 
 _REGISTRY: dict[str, type[Trainer]] = {}
-#: Built-in trainers, imported lazily so that ``import sweep`` stays light.
-_BUILTIN_MODULES = {"flare": "sweep.trainers.flare", "nequip": "sweep.trainers.nequip"}
 
 
 def register_trainer(cls: type[Trainer]) -> type[Trainer]:
@@ -145,16 +182,20 @@ def register_trainer(cls: type[Trainer]) -> type[Trainer]:
 
 
 def get_trainer(name: str) -> type[Trainer]:
-    """Return the trainer class registered as ``name`` (importing built-ins on demand)."""
-    if name not in _REGISTRY and name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])
+    """Return the trainer class of family ``name`` (importing it on demand, see :mod:`sweep.trainers.family`)."""
+    from sweep.trainers.family import families, get_family
+
+    if name not in _REGISTRY and name in families():
+        get_family(name).load_trainer()
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
+        known = sorted(set(_REGISTRY) | set(families()))
         raise InputError(None, "model", f"unknown model {name!r}; known: {', '.join(known)}") from None
 
 
 def available_trainers() -> list[str]:
-    """Names of the built-in and registered trainers."""
-    return sorted(set(_REGISTRY) | set(_BUILTIN_MODULES))
+    """Names of the known families and registered trainers."""
+    from sweep.trainers.family import families
+
+    return sorted(set(_REGISTRY) | set(families()))

@@ -11,16 +11,20 @@ Layout under the sweep folder (``<runs root>/<sweep name>/``)::
     ledger/<config hash>.json         one record per finished configuration
     work/<config hash>/               run_training's out_dir: checkpoint/, model/, export/, ...
     work/<config hash>/trainings.json every start and end of a real training (the redo counter)
-    work/<config hash>/.lock          held while a trial works on this configuration
+    work/<config hash>/lease.*.json   the lease of the trial working on this configuration
 
-The work folder lives beside Tune's trial folders rather than inside them, so that a
-restored or restarted trial finds the trainer's checkpoints whatever its trial id.
+The sweep folder lives under the storage root, which every node of a cluster mounts at the
+same path (:mod:`sweep.storage`). A record is committed by create-if-absent, so of two trials
+that finish one configuration (twins, or a trial and the driver recording a stopped one)
+exactly one record lands and it is never overwritten. The work folder lives beside Tune's
+trial folders rather than inside them, so that a restored or restarted trial finds the
+trainer's checkpoints whatever its trial id, on whatever node it restarts; only the holder
+of the configuration's lease writes there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -31,11 +35,15 @@ from typing import Any, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict
 
+from sweep.errors import InputError
 from sweep.io import atomic_write_json
+from sweep.storage import Lease, PosixStorage
 
 LEDGER_DIR = "ledger"
 WORK_DIR = "work"
 COUNTER_FILE = "trainings.json"
+#: The configuration lease's files in a work folder: ``lease.<generation>.json``.
+LEASE_NAME = "lease"
 
 
 def config_hash(model: str, element: str, task: str, seed: int, params: Mapping[str, Any]) -> str:
@@ -85,21 +93,33 @@ class Ledger:
 
     def get(self, digest: str) -> LedgerRecord | None:
         """The record of ``digest``, or ``None`` when that configuration has not finished."""
+        return self._read(self.path(digest))
+
+    @staticmethod
+    def _read(path: Path) -> LedgerRecord | None:
         try:
-            return LedgerRecord.model_validate_json(self.path(digest).read_text())
+            return LedgerRecord.model_validate_json(path.read_text())
         except FileNotFoundError:
             return None
+        except (ValueError, UnicodeDecodeError) as exc:  # pydantic's ValidationError is a ValueError
+            raise InputError(path, "ledger record", f"unreadable ({str(exc).splitlines()[0][:120]}); move it away "
+                                                    "to train that configuration again") from None
 
-    def put(self, record: LedgerRecord) -> Path:
-        """Write ``record`` atomically (a reader sees it whole or not at all)."""
-        return atomic_write_json(self.path(record.config_hash), record.model_dump(mode="json"))
+    def put(self, record: LedgerRecord) -> bool:
+        """Commit ``record`` unless its configuration already has one; True if this call wrote it.
+
+        Create-if-absent: a reader sees the record whole or not at all, and the first record
+        of a configuration is never replaced.
+        """
+        data = (json.dumps(record.model_dump(mode="json"), indent=2, sort_keys=True) + "\n").encode()
+        return PosixStorage(self.root).create(self.path(record.config_hash), data)
 
     def records(self) -> list[LedgerRecord]:
         """Every record, oldest first."""
         if not self.root.is_dir():
             return []
-        out = [LedgerRecord.model_validate_json(p.read_text()) for p in self.root.glob("*.json")]
-        return sorted(out, key=lambda r: r.finished_at)
+        out = [self._read(p) for p in self.root.glob("*.json")]
+        return sorted((r for r in out if r is not None), key=lambda r: r.finished_at)
 
     def work_dir(self, digest: str) -> Path:
         """The trainer's folder for ``digest`` (checkpoints, model, export)."""
@@ -107,7 +127,7 @@ class Ledger:
 
 
 def node_facts() -> dict[str, Any]:
-    """Host name and, inside a Ray worker, the node id and placement-group bundle nodes."""
+    """Host name and, inside a Ray worker, the node id and address and the placement-group bundle nodes."""
     facts: dict[str, Any] = {"hostname": socket.gethostname(), "pid": os.getpid()}
     try:
         import ray
@@ -115,6 +135,7 @@ def node_facts() -> dict[str, Any]:
         if ray.is_initialized():
             ctx = ray.get_runtime_context()
             facts["node_id"] = ctx.get_node_id()
+            facts["node_ip"] = ray.util.get_node_ip_address()
             facts["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
             facts["assigned"] = {k: float(v) for k, v in ctx.get_assigned_resources().items()}
             pg = ctx.get_placement_group_id()
@@ -136,7 +157,7 @@ def record_training_start(work_dir: Path, resumed: bool, trial_id: str | None) -
     path = Path(work_dir) / COUNTER_FILE
     counts = training_counts(work_dir)
     counts["starts"].append({"at": time.time(), "resumed_from_checkpoint": resumed, "trial_id": trial_id,
-                             "pid": os.getpid()})
+                             "pid": os.getpid(), "host": socket.gethostname()})
     atomic_write_json(path, counts)
     return len(counts["starts"])
 
@@ -152,11 +173,30 @@ def record_training_end(work_dir: Path, trial_id: str | None, last_step: int | N
 
 def training_counts(work_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Every recorded start and end of a training in ``work_dir``: ``{"starts": [...], "ends": [...]}``."""
+    path = Path(work_dir) / COUNTER_FILE
     try:
-        counts = json.loads((Path(work_dir) / COUNTER_FILE).read_text())
+        counts = json.loads(path.read_text())
     except FileNotFoundError:
         counts = {}
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(path, COUNTER_FILE, f"unreadable ({exc}); move it away to go on with that configuration") \
+            from None
+    if not isinstance(counts, dict) or not all(isinstance(counts.get(k, []), list) for k in ("starts", "ends")):
+        raise InputError(path, COUNTER_FILE, "not a record of training starts and ends")
     return {"starts": counts.get("starts", []), "ends": counts.get("ends", [])}
+
+
+def check_sweep_state(sweep_dir: str | Path) -> None:
+    """Read every ledger record, redo counter and saved MLflow operation of a sweep; a damaged one is a
+    one-line :class:`InputError` naming the file, before anything runs."""
+    from sweep.integrations.mlflow import PENDING_FILE, read_pending
+
+    ledger = Ledger(sweep_dir)
+    ledger.records()
+    for work in sorted((Path(sweep_dir) / WORK_DIR).glob("*/")):
+        training_counts(work)
+        if (work / PENDING_FILE).exists():
+            read_pending(work / PENDING_FILE)
 
 
 def training_starts(work_dir: Path) -> list[dict[str, Any]]:
@@ -165,18 +205,15 @@ def training_starts(work_dir: Path) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def config_lock(work_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``work_dir`` (two trials of one configuration take turns).
+def config_lease(work_dir: Path, owner: Mapping[str, Any] | None = None) -> Iterator[Lease]:
+    """Hold the configuration's lease while working on it (two trials of one configuration take turns).
 
-    The lock is released by the kernel when its holder dies, so a killed trial never
-    blocks the configuration.
+    The lease is renewed in the background; a holder whose node dies stops renewing, and
+    after the lease's time to live another node's trial takes it over
+    (:mod:`sweep.storage.lease`). A process of this machine that died frees it at once.
+    Call :meth:`Lease.check` before committing anything under the lease.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(work_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    with Lease(work_dir, LEASE_NAME, owner=dict(owner or {})) as lease:
+        yield lease

@@ -2,7 +2,7 @@
 
 1. ``<name>-grid``: the space's grid search on the ``grid`` split (200/100).
 2. ``<name>-final``: for each (model, element), the best grid configuration (lowest
-   validation force MAE; FLARE ties broken by log-likelihood, :func:`sweep.analysis.best.pick_best`)
+   family's selection metric and tie-break, :func:`sweep.analysis.best.pick_best`)
    trained on ``full`` (2700/300), ``transfer-warm`` and ``transfer-melt`` (cold → warm/melt),
    and ``learning-curve:N`` for each N.
 
@@ -48,16 +48,18 @@ def best_configs(records: Sequence[LedgerRecord], tie_rtol: float | None = None)
     """The best grid record per ``model/element``, chosen as the paper chooses (see module doc)."""
     import pandas as pd
 
-    from sweep.analysis.best import LIKELIHOOD_METRIC, SELECTION_METRIC, STOPPED_COLUMN, TIE_RTOL, pick_best
+    from sweep.analysis.best import STOPPED_COLUMN, TIE_RTOL, pick_best, selection
 
     rows = []
     for r in records:
-        if r.task != "grid" or SELECTION_METRIC not in r.metrics:
+        rule = selection(r.model)
+        if r.task != "grid" or rule.metric not in r.metrics:
             continue
-        likelihood = r.metrics.get(LIKELIHOOD_METRIC, r.info.get(LIKELIHOOD_METRIC))
-        rows.append({"element": r.element, "model": r.model, SELECTION_METRIC: r.metrics[SELECTION_METRIC],
-                     LIKELIHOOD_METRIC: likelihood, "trial_id": r.config_hash, "run_id": r.config_hash,
-                     STOPPED_COLUMN: r.status == "stopped", "record": r})
+        row = {"element": r.element, "model": r.model, rule.metric: r.metrics[rule.metric],
+               "trial_id": r.config_hash, "run_id": r.config_hash, STOPPED_COLUMN: r.status == "stopped", "record": r}
+        if rule.tie_break:
+            row[rule.tie_break] = r.metrics.get(rule.tie_break, r.info.get(rule.tie_break))
+        rows.append(row)
     if not rows:
         return {}
     table = pd.DataFrame(rows)
@@ -99,8 +101,10 @@ def final_space_text(grid_space: Path, best: dict[str, LedgerRecord],
 
 def run_pipeline(space: str | Path, store: str, name: str | None = None, runs_dir: str | Path | None = None,
                  address: str | None = None, num_cpus: int | None = None, live: bool | None = None,
-                 learning_curve_sizes: Sequence[int] = LEARNING_CURVE_SIZES) -> PipelineSummary:
-    """Run (or resume) the grid stage, then the final stage on the best configurations."""
+                 learning_curve_sizes: Sequence[int] = LEARNING_CURVE_SIZES,
+                 loopback_only: bool = False) -> PipelineSummary:
+    """Run (or resume) the grid stage, then the final stage on the best configurations (``loopback_only``: see
+    :func:`sweep.tune.runner.run_sweep`)."""
     path = resolve_space_path(space)
     loaded = load_space(path)
     for i in range(len(loaded.space.studies)):
@@ -108,7 +112,7 @@ def run_pipeline(space: str | Path, store: str, name: str | None = None, runs_di
             raise InputError(path, f"studies[{i}].task", "a pipeline's space searches the grid split: use task: grid")
     name = name or path.stem
     grid = run_sweep(path, store, name=f"{name}-grid", runs_dir=runs_dir, address=address,
-                     num_cpus=num_cpus, live=live)
+                     num_cpus=num_cpus, live=live, loopback_only=loopback_only)
     best = best_configs(grid.records)
     if not grid.complete:
         return PipelineSummary(grid=grid, final=None, best=best, final_space=None)
@@ -117,5 +121,5 @@ def run_pipeline(space: str | Path, store: str, name: str | None = None, runs_di
     if not final_path.exists() or final_path.read_text() != text:
         atomic_write_text(final_path, text)
     final = run_sweep(final_path, store, name=f"{name}-final", runs_dir=runs_dir, address=address,
-                      num_cpus=num_cpus, live=live)
+                      num_cpus=num_cpus, live=live, loopback_only=loopback_only)
     return PipelineSummary(grid=grid, final=final, best=best, final_space=final_path)

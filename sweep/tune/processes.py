@@ -7,13 +7,15 @@ process of a Ray instance carries ``RAY_RAYLET_PID`` in its environment, so the 
 records its raylet's pid and start time in ``driver.json``; the next driver of the same
 sweep kills exactly the processes of that instance, by pid, and nothing else.
 
-A second driver on the same sweep is refused: the running one holds ``.driver.lock``
-(an ``flock``, released by the kernel when its holder dies).
+A second driver on the same sweep, on this machine or another node, is refused: the
+running one holds the sweep's driver lease (``driver.<generation>.json``, renewed while it
+runs; :mod:`sweep.storage.lease`). A killed driver's lease is free at once on its own
+machine and after the lease's time to live elsewhere. Leftovers are killed only on the
+machine (host, boot, PID namespace) where the dead driver ran.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -22,18 +24,10 @@ from pathlib import Path
 
 from sweep.errors import InputError
 from sweep.io import atomic_write_json
+from sweep.storage.lease import Lease, on_this_machine, process_start_ticks, this_process
 
 DRIVER_FILE = "driver.json"
-LOCK_FILE = ".driver.lock"
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+DRIVER_LEASE = "driver"
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -58,32 +52,25 @@ def instance_processes(raylet_pid: int) -> list[int]:
 
 
 class DriverLock:
-    """Exclusive hold on a sweep folder for one driver process."""
+    """Exclusive hold on a sweep folder for one driver process (a renewed lease)."""
 
     def __init__(self, sweep_dir: Path):
         self.sweep_dir = Path(sweep_dir)
-        self._fd: int | None = None
+        self._lease = Lease(self.sweep_dir, DRIVER_LEASE, owner={"role": "driver"})
 
     def acquire(self) -> "DriverLock":
-        """Take the lock, or raise :class:`InputError` when another driver runs this sweep."""
+        """Take the lease, or raise :class:`InputError` when another driver runs this sweep."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.sweep_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            other = read_driver(self.sweep_dir).get("pid", "?")
-            raise InputError(self.sweep_dir, "name",
-                             f"this sweep is being run by another driver (pid {other})") from None
-        self._fd = fd
+        if not self._lease.try_acquire():
+            holder = self._lease.current()
+            raise InputError(self.sweep_dir, "name", "this sweep is being run by another driver "
+                                                     f"({holder.describe() if holder else 'unknown'})")
+        self._lease.start_renewing()
         return self
 
     def release(self) -> None:
-        """Let go of the lock."""
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        """Let go of the lease."""
+        self._lease.release()
 
     def __enter__(self) -> "DriverLock":
         return self.acquire()
@@ -102,8 +89,7 @@ def read_driver(sweep_dir: Path) -> dict:
 
 def record_driver(sweep_dir: Path, started_ray: bool) -> dict:
     """Record this driver and, when it started Ray itself, its raylet (for the next driver's clean-up)."""
-    info = {"pid": os.getpid(), "pid_start": process_start_ticks(os.getpid()), "started_ray": started_ray,
-            "at": time.time(), "raylets": []}
+    info = {**this_process(), "started_ray": started_ray, "at": time.time(), "raylets": []}
     if started_ray:
         import ray
 
@@ -122,6 +108,8 @@ def kill_leftovers(sweep_dir: Path, grace_s: float = 2.0) -> list[int]:
     Call it while holding :class:`DriverLock`, so the previous driver is known to be gone.
     """
     info = read_driver(sweep_dir)
+    if "host" in info and not on_this_machine(info):
+        return []  # its processes live (or died) on another machine: nothing to do from here
     victims: list[int] = []
     for raylet in info.get("raylets", []):
         pid, start = raylet["pid"], raylet.get("start")

@@ -1,9 +1,15 @@
 """What each trial asks Ray for, and a refusal up front when no node could ever give it.
 
-- NequIP trials are GPU actors: one bundle of ``cpus`` CPUs plus one GPU when ``gpus:
-  auto`` and the cluster has a GPU, or the CPUs alone otherwise.
-- FLARE trials are MPI actors: ``cpus`` bundles of one CPU packed onto one node
-  (``STRICT_PACK``); the trial runs ``mpiexec`` with that many ranks inside.
+What a trial asks for follows its family's record (:mod:`sweep.trainers.family`):
+
+- a family that can use a GPU (accelerator ``gpu`` or ``either``) gets one bundle of
+  ``cpus`` CPUs plus one GPU when ``gpus: auto`` and the cluster has a GPU, or the CPUs
+  alone otherwise (then it trains on the CPU); ``gpus: 0.25`` asks for a quarter of one,
+  so that Ray runs four such trials on one device, each capped at its share of the
+  device's memory (:func:`share_gpu_memory`);
+- a CPU-only family never gets a GPU; an MPI family (bundle shape ``mpi-ranks``) gets
+  ``cpus`` bundles of one CPU packed onto one node (``STRICT_PACK``), and the trial runs
+  ``mpiexec`` with that many ranks inside.
 
 A trial that asks for more than any node has would wait forever, with only a warning
 (measured with Ray 2.60), so :func:`check_feasible` raises a one-line
@@ -64,11 +70,16 @@ def cluster_nodes() -> list[NodeCapacity]:
 
 def trial_resources(study: Study, nodes: list[NodeCapacity]) -> TrialResources:
     """The request of one trial of ``study`` on a cluster of ``nodes``."""
+    from sweep.trainers.family import get_family
+
+    family = get_family(study.model)
     cpus = study.resources.cpus
     gpus = study.resources.gpus
     if gpus == "auto":
         gpus = 1.0 if any(n.gpus >= 1 for n in nodes) else 0.0
-    if study.model == "flare":
+    if family.accelerator == "cpu":
+        gpus = 0.0
+    if family.bundle == "mpi-ranks":
         return TrialResources(tuple({"CPU": 1.0} for _ in range(cpus)), "STRICT_PACK", cpus, 0.0)
     bundle = {"CPU": float(cpus)}
     if gpus:
@@ -97,6 +108,22 @@ def check_feasible(loaded: LoadedSpace, nodes: list[NodeCapacity]) -> dict[int, 
                              "(Ray would wait forever)")
         out[i] = request
     return out
+
+
+def share_gpu_memory(gpus: float, device: str) -> float | None:
+    """Cap this process's CUDA memory at its share of the GPU when it was given a fraction of one.
+
+    Ray packs trials of ``gpus: 0.25`` four to a device but does not divide its memory; the
+    cap (``torch.cuda.set_per_process_memory_fraction``) makes a trial that outgrows its
+    share fail on its own instead of starving the trials beside it. Returns the cap, or
+    None when none applies (the CPU, or a whole GPU).
+    """
+    if device != "cuda" or not 0 < gpus < 1:
+        return None
+    import torch
+
+    torch.cuda.set_per_process_memory_fraction(float(gpus), torch.cuda.current_device())
+    return float(gpus)
 
 
 def trial_device(gpus: float) -> str:

@@ -17,9 +17,12 @@ configuration trains again and the MLflow run of each configuration is reused.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +43,18 @@ log = logging.getLogger(__name__)
 
 
 def runs_root(runs_dir: str | Path | None = None) -> Path:
-    """The runs root: ``runs_dir``, else ``$TM23_RUNS_DIR``, else ``./runs`` (absolute)."""
-    chosen = runs_dir or os.environ.get(RUNS_ENV) or "runs"
+    """The storage root: ``runs_dir``, else ``$TM23_RUNS_DIR``, else ``./runs`` (absolute).
+
+    On a cluster it must be a folder that every node mounts at the same path (checked when a
+    sweep starts). Object-store URIs are refused: sweep state needs create-if-absent commits,
+    which this project implements for POSIX filesystems only.
+    """
+    chosen = str(runs_dir or os.environ.get(RUNS_ENV) or "runs")
+    if chosen.startswith("file://"):
+        chosen = chosen[len("file://"):]
+    elif "://" in chosen:
+        raise InputError(chosen, "runs-dir", "object stores are not supported for sweep state yet; mount a shared "
+                                             "filesystem (NFS, Lustre, EFS, Filestore) on every node and give its path")
     return Path(chosen).expanduser().absolute()
 
 
@@ -74,6 +87,8 @@ class SweepSummary:
     unfinished: int = 0
     metric: str = "val_forces_mae"
     mode: str = "min"
+    #: Stopped by SIGINT or SIGTERM before the end.
+    interrupted: bool = False
 
     @property
     def complete(self) -> bool:
@@ -96,8 +111,15 @@ class SweepSummary:
 
 def run_sweep(space: str | Path, store: str, name: str | None = None, runs_dir: str | Path | None = None,
               address: str | None = None, num_cpus: int | None = None, live: bool | None = None,
-              mlflow_retry_s: float = 60.0) -> SweepSummary:
-    """Start the sweep of ``space`` on ``store`` as ``name`` (default: the space's file stem), or continue it."""
+              mlflow_retry_s: float = 60.0, loopback_only: bool = False) -> SweepSummary:
+    """Start the sweep of ``space`` on ``store`` as ``name`` (default: the space's file stem), or continue it.
+
+    ``loopback_only`` (the command line's default): a local Ray instance of a sweep that needs
+    no network starts in a network namespace of its own with loopback only (:mod:`sweep.tune.network`);
+    this moves the calling thread there for good, so library callers opt in.
+    """
+    from sweep.tune.processes import DriverLock
+
     path = resolve_space_path(space)
     loaded = load_space(path)
     check_store(loaded, _norm_store(store))
@@ -105,28 +127,76 @@ def run_sweep(space: str | Path, store: str, name: str | None = None, runs_dir: 
     name = _check_name(name or path.stem, path)
     sweep_dir = root / name
     info_path = sweep_dir / SWEEP_FILE
-    created = False
+    existing = info_path.exists() and _started(sweep_dir)
+    _preflight(root, sweep_dir, saved_tracking_uri(_read_info(info_path)) if existing else _tracking(root))
+    created = not sweep_dir.exists()
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    lock = DriverLock(sweep_dir).acquire()  # before the sweep's own files are written
+    try:
+        try:
+            uri = _define(sweep_dir, path, loaded, store, root)
+            return _execute(loaded, _norm_store(store), root, name, address, num_cpus, live, mlflow_retry_s, uri,
+                            loopback_only)
+        finally:
+            lock.release()
+    except InputError:
+        if created and not _started(sweep_dir):  # refused before any trial ran: leave nothing behind
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+        raise
+
+
+def _define(sweep_dir: Path, path: Path, loaded: LoadedSpace, store: str, root: Path) -> str:
+    """Write a new sweep's ``sweep.json`` and ``space.yaml``, or check an existing one; returns its tracking URI."""
+    info_path = sweep_dir / SWEEP_FILE
+    name = sweep_dir.name
     if info_path.exists() and _started(sweep_dir):
-        info = SweepInfo.model_validate_json(info_path.read_text())
+        info = _read_info(info_path)
         if info.space_digest != loaded.digest:
             raise InputError(path, "name", f"sweep {name!r} in {root} was started from another space "
                                            f"({info.space_source}); resume it with `tm23-sweep resume {name}` "
                                            "or choose another --name")
         if _norm_store(info.store) != _norm_store(store):
             raise InputError(store, "store", f"sweep {name!r} was started on store {info.store}")
-    else:  # new, or created but never started (say, refused for its resources): (re)define it
-        created = not sweep_dir.exists()
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(sweep_dir / SPACE_COPY, loaded.text)
-        atomic_write_json(info_path, SweepInfo(name=name, space_source=str(path.absolute()), space_digest=loaded.digest,
-                                               store=_norm_store(store), created=time.time(),
-                                               tracking_uri=_tracking(root)).model_dump())
+        return saved_tracking_uri(info)
+    # new, or created but never started (say, refused for its resources): (re)define it
+    uri = _tracking(root)
+    atomic_write_text(sweep_dir / SPACE_COPY, loaded.text)
+    atomic_write_json(info_path, SweepInfo(name=name, space_source=str(path.absolute()), space_digest=loaded.digest,
+                                           store=_norm_store(store), created=time.time(),
+                                           tracking_uri=uri).model_dump())
+    return uri
+
+
+def _read_info(info_path: Path) -> SweepInfo:
+    from pydantic import ValidationError
+
     try:
-        return _execute(loaded, _norm_store(store), root, name, address, num_cpus, live, mlflow_retry_s)
-    except InputError:
-        if created and not _started(sweep_dir):  # refused before any trial ran: leave nothing behind
-            shutil.rmtree(sweep_dir, ignore_errors=True)
-        raise
+        return SweepInfo.model_validate_json(info_path.read_text())
+    except (ValidationError, ValueError) as exc:
+        raise InputError(info_path, "sweep.json", f"unreadable ({str(exc).splitlines()[0]})") from None
+
+
+def saved_tracking_uri(info: SweepInfo) -> str:
+    """The tracking URI a sweep logs to, as saved when it was created.
+
+    ``$MLFLOW_TRACKING_URI``, when set, must name the same store: continuing a sweep into
+    another store would split its runs (and duplicate them).
+    """
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env.rstrip("/") != info.tracking_uri.rstrip("/"):
+        raise InputError("MLFLOW_TRACKING_URI", "tracking URI", f"{env} differs from {info.tracking_uri}, where sweep "
+                                                                f"{info.name!r} logs; unset it to continue the sweep")
+    return info.tracking_uri
+
+
+def _preflight(root: Path, sweep_dir: Path, uri: str) -> None:
+    """What can refuse a sweep before it takes its driver lease: the disk, its state files, the tracking server."""
+    from sweep.integrations.mlflow import check_reachable
+    from sweep.tune.ledger import check_sweep_state
+
+    check_free_space(root)
+    check_sweep_state(sweep_dir)
+    check_reachable(uri)
 
 
 def _started(sweep_dir: Path) -> bool:
@@ -137,36 +207,55 @@ def _started(sweep_dir: Path) -> bool:
 
 def resume_sweep(name: str, runs_dir: str | Path | None = None, store: str | None = None,
                  address: str | None = None, num_cpus: int | None = None, live: bool | None = None,
-                 mlflow_retry_s: float = 60.0) -> SweepSummary:
-    """Continue sweep ``name`` from its folder: its own copy of the space, its store."""
+                 mlflow_retry_s: float = 60.0, loopback_only: bool = False) -> SweepSummary:
+    """Continue sweep ``name`` from its folder: its own copy of the space, its store, its tracking URI.
+
+    ``loopback_only`` as for :func:`run_sweep`.
+    """
+    from sweep.tune.processes import DriverLock
+
     root = runs_root(runs_dir)
+    name = _check_name(name, Path("resume"))  # a name, never a path: nothing outside the root is unpickled
     sweep_dir = root / name
     info_path = sweep_dir / SWEEP_FILE
     if not info_path.exists():
         known = sorted(p.parent.name for p in root.glob(f"*/{SWEEP_FILE}")) if root.is_dir() else []
         raise InputError(sweep_dir, "name", f"no sweep {name!r} in {root}"
                                             + (f" (present: {', '.join(known)})" if known else ""))
-    info = SweepInfo.model_validate_json(info_path.read_text())
+    info = _read_info(info_path)
+    uri = saved_tracking_uri(info)
     loaded = parse_space((sweep_dir / SPACE_COPY).read_text(), str(sweep_dir / SPACE_COPY))
     check_store(loaded, _norm_store(store or info.store))
-    return _execute(loaded, _norm_store(store or info.store), root, name, address, num_cpus, live, mlflow_retry_s)
+    _preflight(root, sweep_dir, uri)
+    with DriverLock(sweep_dir):
+        return _execute(loaded, _norm_store(store or info.store), root, name, address, num_cpus, live,
+                        mlflow_retry_s, uri, loopback_only)
 
 
 def check_store(loaded: LoadedSpace, store_uri: str):
-    """Open the store and check that it has every element the space uses (before Ray starts)."""
+    """Open the store and check that it has every element and trajectory the space's tasks read (before Ray starts)."""
     from sweep.data.store import FrameStore
+
+    from sweep.data.splits import required_temperatures
 
     store = FrameStore.open(store_uri)
     missing = [e for e in loaded.elements() if e not in store.elements()]
     if missing:
         raise InputError(store_uri, "element", f"{', '.join(missing)} not in the store "
                                                f"(present: {', '.join(store.elements()) or 'none'})")
+    for group in loaded.groups:
+        lacking = [t for t in required_temperatures(group.task) if t not in store.temperatures(group.element)]
+        if lacking:
+            raise InputError(store_uri, "temperature", f"{group.element} has no {', '.join(lacking)} frames, which "
+                                                       f"task {group.task} of {Path(loaded.source).name} needs")
     return store
 
 
 def _check_name(name: str, source: Path) -> str:
-    if not name or "/" in name or name.startswith(".") or name in (WORK_DIR, ARTIFACTS_DIR):
-        raise InputError(source, "name", f"unusable sweep name {name!r}")
+    """``name`` if it names a folder directly under the storage root, else a one-line error."""
+    if (not name or "/" in name or "\\" in name or "\0" in name or name.startswith(".")
+            or name in (WORK_DIR, ARTIFACTS_DIR)):
+        raise InputError(source, "name", f"unusable sweep name {name!r} (a plain name: no '/', no leading '.')")
     return name
 
 
@@ -182,33 +271,100 @@ def _tracking(root: Path) -> str:
 
 
 def _execute(loaded: LoadedSpace, store_uri: str, root: Path, name: str, address: str | None,
-             num_cpus: int | None, live: bool | None, mlflow_retry_s: float) -> SweepSummary:
-    from sweep.tune.processes import DriverLock, kill_leftovers, record_driver
+             num_cpus: int | None, live: bool | None, mlflow_retry_s: float, uri: str,
+             loopback_only: bool = False) -> SweepSummary:
+    """Run the sweep under the driver lease (the caller holds it): Ray up, checks, Tune, Ray down."""
+    from sweep.tune.processes import kill_leftovers, record_driver
 
     sweep_dir = root / name
     if address is not None and num_cpus is not None:
         raise InputError("--num-cpus", "num_cpus", "only for a local Ray instance; a cluster has its own CPUs")
-    with DriverLock(sweep_dir):
-        killed = kill_leftovers(sweep_dir)
-        if killed:
-            log.warning("killed %d processes left by the previous driver of %s", len(killed), name)
-        started = time.time()
-        import ray
+    killed = kill_leftovers(sweep_dir)
+    if killed:
+        log.warning("killed %d processes left by the previous driver of %s", len(killed), name)
+    started = time.time()
+    import ray
 
-        started_ray = False
-        if not ray.is_initialized():
-            _quiet_ray()
+    started_ray = False
+    if not ray.is_initialized():
+        _quiet_ray()
+        if address is None:
+            if loopback_only:
+                _keep_ray_on_loopback(uri, store_uri)
             # "local": a fresh instance of our own, even when `ray start` left one running here
-            ray.init(address=address or "local", num_cpus=num_cpus if address is None else None,
-                     include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-            started_ray = address is None
-        try:
-            if started_ray:
-                record_driver(sweep_dir, started_ray=True)
-            return _fit(loaded, store_uri, root, name, live, mlflow_retry_s, started)
-        finally:
-            if started_ray or address is not None:
-                ray.shutdown()
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, _node_ip_address="127.0.0.1")
+        else:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
+                     runtime_env=_cluster_runtime_env())
+        started_ray = address is None
+    try:
+        if started_ray:
+            record_driver(sweep_dir, started_ray=True)
+        else:
+            check_cluster(root, uri)
+        return _fit(loaded, store_uri, root, name, live, mlflow_retry_s, started, uri)
+    finally:
+        if started_ray or address is not None:
+            ray.shutdown()
+        if started_ray:  # what trials started outside Ray's reach (mpiexec in its own session) ends with it
+            stray = kill_leftovers(sweep_dir)
+            if stray:
+                log.warning("stopped %d processes the sweep's trials left behind", len(stray))
+
+
+def _keep_ray_on_loopback(uri: str, store_uri: str) -> bool:
+    """Start the local Ray instance where only loopback exists, when the sweep needs no network."""
+    from sweep.integrations.mlflow import is_server
+    from sweep.tune.network import isolate_loopback
+
+    if is_server(uri) or ("://" in store_uri and not store_uri.startswith("file://")):
+        log.warning("Ray's gRPC servers listen on every interface (Ray 2.60), with token auth on; this sweep "
+                    "reaches %s over the network, so it cannot run in a loopback-only namespace", uri)
+        return False
+    if not isolate_loopback():
+        log.warning("Ray's gRPC servers listen on every interface (Ray 2.60), with token auth on; a "
+                    "loopback-only network namespace needs root")
+        return False
+    return True
+
+
+#: A sweep refuses to start on a storage root with less free space than this.
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def check_free_space(root: Path) -> None:
+    """Refuse a storage root too full to hold a sweep's checkpoints and records (one line, before anything runs)."""
+    existing = next(p for p in (root, *root.parents) if p.exists())  # the root may not exist yet
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE_BYTES:
+        raise InputError(root, "runs-dir", f"only {free / 2**20:.1f} MiB free; a sweep needs at least "
+                                           f"{MIN_FREE_BYTES // 2**20} MiB for its checkpoints and records")
+
+
+#: Environment the driver passes on to every trial of a cluster (credentials stay out of files).
+FORWARDED_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
+def _cluster_runtime_env() -> dict | None:
+    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    return {"env_vars": env} if env else None
+
+
+def check_cluster(root: Path, uri: str) -> None:
+    """Before any trial of a sweep on a cluster: one tracking store for all nodes, one storage root all see."""
+    import ray
+
+    from sweep.integrations.mlflow import is_server
+    from sweep.storage.visibility import check_cluster_sees
+
+    machines = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    if len(machines) > 1 and not is_server(uri):
+        raise InputError("MLFLOW_TRACKING_URI", "tracking URI",
+                         f"{uri} is a file on one machine, but this cluster's nodes are on {len(machines)} "
+                         "machines that all log; set MLFLOW_TRACKING_URI to the cluster's MLflow server "
+                         "(http://<head address>:5000)")
+    check_cluster_sees(root, uri)
 
 
 def _quiet_ray() -> None:
@@ -220,15 +376,16 @@ def _quiet_ray() -> None:
 
 
 def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool | None,
-         mlflow_retry_s: float, started: float) -> SweepSummary:
+         mlflow_retry_s: float, started: float, uri: str) -> SweepSummary:
     import ray
     from ray import tune
 
-    from sweep.integrations.mlflow import ensure_experiment, flush_pending, tracking_uri
+    from sweep.integrations.mlflow import ensure_experiment, flush_pending
     from sweep.tune.data import ElementTable
     from sweep.tune.progress import SweepProgress
     from sweep.tune.resources import check_feasible, cluster_nodes
     from sweep.tune.search import build_search
+    from sweep.tune.warm_start import warm_starts_for
     from sweep.tune.trainable import FlushPending, StoppedTrials, SweepContext, run_trial
 
     sweep_dir = root / name
@@ -237,7 +394,6 @@ def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool 
     # Each element's frames enter the object store once; every trial of it gets the reference.
     tables = {element: ray.put(ElementTable.read(store, element)) for element in loaded.elements()}
 
-    uri = tracking_uri(root)
     experiment_id = ensure_experiment(uri, name, root / ARTIFACTS_DIR)
     flush_pending(sweep_dir / WORK_DIR)
     context = SweepContext(name=name, sweep_dir=str(sweep_dir), tracking_uri=uri, experiment_id=experiment_id,
@@ -246,7 +402,7 @@ def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool 
     trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=context, tables=tables),
                                     resources=lambda config: factories[config["spec"]["study"]])
 
-    search_alg, param_space, scheduler, num_samples = build_search(loaded)
+    search_alg, param_space, scheduler, num_samples = build_search(loaded, warm_starts_for(loaded, root, name))
     progress = SweepProgress(loaded, name, live=live)
     # A driver killed between writing tuner.pkl and Tune's first snapshot leaves nothing to
     # restore (Tune would log a traceback and start over anyway): start over cleanly.
@@ -276,7 +432,11 @@ def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool 
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )
-    results = tuner.fit()
+    with stop_on_signals():
+        results = tuner.fit()
+    from sweep.tune.trainable import DRIVER_INTERRUPTED
+
+    interrupted = DRIVER_INTERRUPTED.is_set()
     flush_pending(sweep_dir / WORK_DIR)
     status, errors = _trial_outcomes(results)
     ledger = Ledger(sweep_dir)
@@ -287,7 +447,48 @@ def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool 
     return SweepSummary(name=name, sweep_dir=sweep_dir, total=loaded.total_trials(), records=ledger.records(),
                         trial_status=status, errors=errors, tracking_uri=uri, experiment_id=experiment_id,
                         wall_s=time.time() - started, timings=dict(progress.timings), unfinished=unfinished,
-                        metric=loaded.space.metric, mode=loaded.space.mode)
+                        metric=loaded.space.metric, mode=loaded.space.mode, interrupted=interrupted)
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Ctrl-C (SIGINT) and a batch scheduler's SIGTERM stop the sweep cleanly.
+
+    Both mark the driver interrupted (:data:`sweep.tune.trainable.DRIVER_INTERRUPTED`, so that
+    trials ended by the stop are not taken for trials a scheduler stopped early) and hand Tune
+    its own graceful stop (SIGUSR1): Tune saves its experiment state, ends the running trials
+    and returns. The ledger and the trainers' checkpoints keep everything finished or
+    checkpointed, so ``resume`` then loses and redoes nothing. Only the main thread may set
+    signal handlers; elsewhere Tune's own SIGINT handling stays.
+    """
+    from sweep.tune.trainable import DRIVER_INTERRUPTED
+
+    DRIVER_INTERRUPTED.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours below, for SIGINT and SIGTERM alike
+
+    def handler(signum, frame) -> None:
+        if DRIVER_INTERRUPTED.is_set():  # a second signal: stop at once
+            raise KeyboardInterrupt
+        DRIVER_INTERRUPTED.set()
+        log.warning("%s: stopping the sweep; `tm23-sweep resume` continues it", signal.Signals(signum).name)
+        signal.raise_signal(signal.SIGUSR1)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        if previous_env is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = previous_env
 
 
 def _trial_outcomes(results) -> tuple[dict[str, str], dict[str, str]]:
@@ -330,4 +531,5 @@ def sweep_names(runs_dir: str | Path | None = None) -> list[str]:
     return sorted(p.parent.name for p in root.glob(f"*/{SWEEP_FILE}")) if root.is_dir() else []
 
 
-__all__ = ["SweepSummary", "close_orphan_runs", "resume_sweep", "run_sweep", "runs_root", "sweep_names"]
+__all__ = ["SweepSummary", "check_cluster", "close_orphan_runs", "resume_sweep", "run_sweep", "runs_root",
+           "saved_tracking_uri", "sweep_names"]

@@ -12,6 +12,8 @@ the trial, by :meth:`LoadedSpace.resolve_params`).
   :class:`GroupedSearcher`; ``tune.grid_search`` cannot be combined with
   ``OptunaSearch`` (measured), and one study over all elements would let Cu's results
   steer Ti's search.
+- Those Optuna searches start from the best points of neighbouring metals
+  (:mod:`sweep.tune.warm_start`), unless ``search.warm_start`` is false.
 - ASHA, when asked for, runs per group too (:class:`GroupedScheduler`): comparing a Cu
   trial's force error with a Ti trial's would stop the wrong trials.
 """
@@ -28,6 +30,7 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
 from sweep.tune.space import ChoiceParam, GridParam, Group, LoadedSpace
+from sweep.tune.warm_start import WarmStarts
 
 SPEC_KEY = "spec"
 
@@ -104,7 +107,8 @@ def _make_searcher(loaded: LoadedSpace, group: Group, index: int):
 MAX_REDRAWS = 10
 
 
-def _point_key(params: dict) -> str:
+def point_key(params: dict) -> str:
+    """A configuration's searched values as one comparable string."""
     return json.dumps(params, sort_keys=True, default=str)
 
 
@@ -126,9 +130,14 @@ class GroupedSearcher(Searcher):
     trials each), so every element's search advances together.
     """
 
-    def __init__(self, loaded: LoadedSpace):
+    def __init__(self, loaded: LoadedSpace, warm: WarmStarts | None = None):
         super().__init__(metric=loaded.space.metric, mode=loaded.space.mode)
         self._groups = list(loaded.groups)
+        self._searched = {g.key: loaded.searched(g.study) for g in self._groups}
+        self._warm = warm
+        #: warm-start points each group has enqueued
+        self._warmed: dict[str, list[dict]] = {g.key: [] for g in self._groups}
+        self._trial_params: dict[str, dict] = {}
         self._inner = {g.key: _make_searcher(loaded, g, i) for i, g in enumerate(self._groups)}
         self._budget = {g.key: loaded.group_size(g.study) for g in self._groups}
         self._issued = {g.key: 0 for g in self._groups}
@@ -151,16 +160,32 @@ class GroupedSearcher(Searcher):
             group = self._groups[(self._next + k) % n]
             if self._issued[group.key] >= self._budget[group.key]:
                 continue
+            self._enqueue_warm(group)
             params = self._draw_new(group.key, trial_id)
             if params is None:
                 continue
             params.pop("_", None)
+            self._trial_params[trial_id] = params
             self._issued[group.key] += 1
             self._trial_group[trial_id] = group.key
             self._next = (self._next + k + 1) % n
             return {SPEC_KEY: {"study": group.study, "model": group.model, "element": group.element,
                                "task": group.task, "params": params}}
         return self.FINISHED
+
+    def _enqueue_warm(self, group: Group) -> None:
+        """Enqueue, once each, the neighbours' best points this group has not tried (Optuna ``enqueue_trial``)."""
+        if self._warm is None:
+            return
+        for point in self._warm.candidates(group.model, group.task, group.element, self._searched[group.key]):
+            if point in self._warmed[group.key] or point_key(point) in self._seen[group.key]:
+                continue
+            self._warmed[group.key].append(point)
+            self._inner[group.key]._ot_study.enqueue_trial(point)  # Ray's OptunaSearch keeps its study here
+
+    def warm_points(self) -> dict[str, list[dict]]:
+        """The warm-start points each group has enqueued so far."""
+        return {k: list(v) for k, v in self._warmed.items()}
 
     def _draw_new(self, key: str, trial_id: str) -> dict | None:
         """The group's next suggestion that it has not issued before (TPE on a grid repeats itself).
@@ -174,14 +199,14 @@ class GroupedSearcher(Searcher):
         for attempt in range(MAX_REDRAWS + 1):
             inner_id = trial_id if attempt == 0 else f"{trial_id}~{attempt}"
             if attempt == MAX_REDRAWS:
-                untried = [p for p in self._points[key] or [] if _point_key(p) not in self._seen[key]]
+                untried = [p for p in self._points[key] or [] if point_key(p) not in self._seen[key]]
                 if untried:
-                    inner._ot_study.enqueue_trial(self._rng.choice(untried))  # Ray's OptunaSearch keeps its study here
+                    inner._ot_study.enqueue_trial(self._rng.choice(untried))
             params = inner.suggest(inner_id)
             if params is None:
                 return None
-            if _point_key(params) not in self._seen[key] or attempt == MAX_REDRAWS:
-                self._seen[key].add(_point_key(params))
+            if point_key(params) not in self._seen[key] or attempt == MAX_REDRAWS:
+                self._seen[key].add(point_key(params))
                 self._inner_id[trial_id] = inner_id
                 return params
             inner.on_trial_complete(inner_id, None, error=True)
@@ -198,6 +223,10 @@ class GroupedSearcher(Searcher):
         key = self._trial_group.get(trial_id)
         if key is not None:
             self._inner[key].on_trial_complete(self._inner_id.get(trial_id, trial_id), result, error)
+            value = (result or {}).get(self.metric)
+            if self._warm is not None and not error and value is not None and trial_id in self._trial_params:
+                model, element, task = key.split("/")
+                self._warm.add_result(model, task, element, self._trial_params[trial_id], float(value))
 
     def save(self, checkpoint_path: str) -> None:
         """Pickle every group's search state (Tune calls this with each experiment snapshot)."""
@@ -276,8 +305,12 @@ def _asha_factory(loaded: LoadedSpace) -> Callable[[], Any]:
     return make
 
 
-def build_search(loaded: LoadedSpace) -> tuple[Any, dict[str, Any], Any, int]:
-    """``(search_alg, param_space, scheduler, num_samples)`` for :class:`ray.tune.TuneConfig`."""
+def build_search(loaded: LoadedSpace, warm: WarmStarts | None = None) -> tuple[Any, dict[str, Any], Any, int]:
+    """``(search_alg, param_space, scheduler, num_samples)`` for :class:`ray.tune.TuneConfig`.
+
+    ``warm`` (:func:`sweep.tune.warm_start.warm_starts_for`) seeds the Optuna searches with
+    neighbouring metals' best points; Tune's own grid and random generators take none.
+    """
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     search = loaded.space.search
@@ -289,4 +322,4 @@ def build_search(loaded: LoadedSpace) -> tuple[Any, dict[str, Any], Any, int]:
         generator = BasicVariantGenerator(random_state=search.seed, max_concurrent=search.max_concurrent_trials or 0)
         num_samples = search.num_samples if search.algorithm == "random" else 1
         return generator, variant_param_space(loaded), scheduler, num_samples
-    return GroupedSearcher(loaded), {}, scheduler, loaded.total_trials()
+    return GroupedSearcher(loaded, warm), {}, scheduler, loaded.total_trials()

@@ -22,7 +22,9 @@ A bad key or value raises :class:`InputError` naming the file and the key, e.g.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import math
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -31,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator
 
 from sweep.data.splits import parse_task
+from sweep.metrics import LABELS, STATS
 from sweep.elements import SYMBOLS, get_element
 from sweep.errors import InputError
 
@@ -38,6 +41,8 @@ from sweep.errors import InputError
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
 Scalar = Union[bool, int, float, str]
+#: What every trial reports at each step, and so what a space may optimise: ``val_<label>_<stat>``.
+REPORTED_METRICS: tuple[str, ...] = tuple(f"val_{label}_{stat}" for label in LABELS for stat in STATS)
 ALGORITHMS = ("grid", "random", "optuna-grid", "tpe")
 
 
@@ -132,8 +137,10 @@ ParamSpec = Annotated[
 class Resources(_Strict):
     """What one trial needs. ``gpus: auto`` takes one GPU when the cluster has any, else none."""
 
-    cpus: int = Field(1, ge=1, description="CPUs per trial; FLARE runs this many MPI ranks")
-    gpus: Any = Field(0, description="auto, or GPUs per trial (a number >= 0)")
+    cpus: int = Field(1, ge=1, description="CPUs per trial; an MPI family (FLARE) runs this many ranks")
+    gpus: Any = Field("auto", description="auto (one GPU when the cluster has one and the family can use it), "
+                                          "or GPUs per trial: a whole number, or a share of one GPU "
+                                          "(0.25 packs four small trials on one device)")
 
     @field_validator("gpus")
     @classmethod
@@ -142,6 +149,9 @@ class Resources(_Strict):
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"expected auto or a number >= 0, got {value!r}")
+        # Ray schedules a share of one GPU or whole GPUs, never 1.5 of them
+        if value > 1 and value != int(value):
+            raise ValueError(f"expected a share of one GPU (at most 1) or a whole number, got {value!r}")
         return float(value)
 
 
@@ -174,11 +184,14 @@ class SearchSettings(_Strict):
     startup_trials: int | None = Field(None, ge=1, description="tpe: random trials before TPE models the results "
                                                                "(default: a third of num_samples, 2 to 10)")
     seed: int = Field(0, ge=0)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    warm_start: bool = Field(True, description="tpe, optuna-grid: each metal first tries the best configurations "
+                                               "of its nearest finished neighbours (sweep.tune.warm_start)")
+    warm_neighbours: int = Field(3, ge=1, description="warm start: how many neighbours' best points to try")
 
     def tpe_startup(self) -> int:
         """Optuna's ``n_startup_trials`` for this search."""
         return self.startup_trials or min(10, max(2, self.num_samples // 3))
-    max_concurrent_trials: int | None = Field(None, ge=1)
 
 
 class SchedulerSettings(_Strict):
@@ -214,6 +227,15 @@ class SearchSpace(_Strict):
     @classmethod
     def _task(cls, value: str | list[str]) -> str | list[str]:
         return _check_tasks(value)
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if value not in REPORTED_METRICS:
+            close = difflib.get_close_matches(value, REPORTED_METRICS, n=1)
+            hint = f"did you mean {close[0]}?" if close else f"one of {', '.join(REPORTED_METRICS)}"
+            raise ValueError(f"{value!r} is not a metric trials report; {hint}")
+        return value
 
     def study_elements(self, index: int) -> list[str]:
         """Elements of study ``index`` (its own, or the space's)."""
@@ -375,16 +397,53 @@ def load_space(path: str | Path) -> LoadedSpace:
     return parse_space(text, str(path))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key written twice in one mapping is an error, not the last one winning."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden on purpose
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} written twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The dotted key of the first infinite or NaN number in ``value``, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "space"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite(item, f"{where}.{key}" if where else str(key))
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _non_finite(item, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
 def parse_space(text: str, source: str) -> LoadedSpace:
     """Validate YAML ``text`` (named ``source`` in errors) into a :class:`LoadedSpace`."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "yaml"
         raise InputError(source, where, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
         raise InputError(source, "space", "expected a mapping of keys (studies, search, ...)")
+    bad = _non_finite(raw)
+    if bad:
+        raise InputError(source, bad, "infinite or NaN number: every value must be finite")
     try:
         space = SearchSpace.model_validate(raw)
     except ValidationError as exc:
@@ -411,8 +470,10 @@ def _check_semantics(loaded: LoadedSpace) -> None:
                              f"unknown model {study.model!r}; known: {', '.join(available_trainers())}")
         if not space.study_elements(i):
             raise InputError(source, f"{where}.elements", "no elements (set elements here or at the top)")
-        if study.model == "flare" and study.resources.gpus not in (0, 0.0):
-            raise InputError(source, f"{where}.resources.gpus", "FLARE trials run on CPUs; set gpus: 0")
+        family = _family(study.model)
+        if family is not None and family.accelerator == "cpu" and study.resources.gpus not in (0, 0.0, "auto"):
+            raise InputError(source, f"{where}.resources.gpus",
+                             f"{family.display_name} trials run on CPUs; set gpus: 0 or auto")
         for name, spec in study.params.items():
             key = f"{where}.params.{name}"
             if isinstance(spec, (ChoiceParam, RangeParam)) and algorithm == "grid":
@@ -439,22 +500,23 @@ def _candidates(spec) -> list[Scalar]:
     return [spec]
 
 
-#: Trainers whose module imports heavy libraries (torch) keep their ``Params`` in a light one.
-_LIGHT_PARAMS = {"nequip": ("sweep.trainers.nequip_config", "NequIPParams")}
+def _family(model: str):
+    """The registry's record of ``model``, or ``None`` for a trainer registered without one."""
+    from sweep.trainers.family import families
+
+    return families().get(model)
 
 
 def params_checker(model: str):
     """A class whose ``parse_params`` validates ``model``'s hyperparameters, without importing torch."""
-    import importlib
-
     from sweep.trainers.base import Trainer, get_trainer
 
-    if model in _LIGHT_PARAMS:
-        module, name = _LIGHT_PARAMS[model]
-        params = getattr(importlib.import_module(module), name)
-        # parse_params is a classmethod that only needs ``name`` and ``Params``
-        return type(f"{name}Checker", (Trainer,), {"name": model, "Params": params})
-    return get_trainer(model)
+    family = _family(model)
+    if family is None:
+        return get_trainer(model)
+    params = family.load_params()
+    # parse_params is a classmethod that only needs ``name`` and ``Params``
+    return type(f"{params.__name__}Checker", (Trainer,), {"name": model, "Params": params})
 
 
 def _check_params(loaded: LoadedSpace, study: int) -> None:

@@ -13,8 +13,9 @@ element, task and seed, and then, holding the configuration's lock:
    record and reports the final metrics.
 
 A trial stopped early by the scheduler (Tune raises ``SystemExit`` from ``tune.report``)
-is recorded as ``stopped`` with its last metrics, by the trial or, if its thread is ended
-first, by the driver (:class:`StoppedTrials`), so a restored sweep does not run it on.
+is recorded as ``stopped`` with its last metrics by the driver (:class:`StoppedTrials`), so a
+restored sweep does not run it on; a trial ended because the whole sweep stops (SIGINT,
+SIGTERM) is not, and a resume continues it from its checkpoint.
 Frames come from Ray's object store (:mod:`sweep.tune.data`), never from files. Heavy
 imports happen inside, so a worker that Tune reuses imports the trainers once.
 """
@@ -22,6 +23,7 @@ imports happen inside, so a worker that Tune reuses imports the trainers once.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,7 @@ from sweep.tune.ledger import (
     Ledger,
     LedgerRecord,
     config_hash,
-    config_lock,
+    config_lease,
     node_facts,
     record_training_end,
     record_training_start,
@@ -45,6 +47,8 @@ from sweep.tune.space import LoadedSpace
 #: Keys every report to Tune carries besides the metrics: from the ledger (1) or trained (0),
 #: the configuration's hash, and (last report only) that the trial ended by itself.
 LEDGER_HIT = "ledger_hit"
+#: Driver side: set while a sweep stops on SIGINT or SIGTERM; the trials that ends are not "stopped early".
+DRIVER_INTERRUPTED = threading.Event()
 CONFIG_HASH = "config_hash"
 FINAL = "final"
 
@@ -89,20 +93,35 @@ def run_trial(config: dict[str, Any], sweep: SweepContext, tables: dict[str, Any
 
     started = time.perf_counter()
     spec = config["spec"]
+    check_sweep_visible(sweep)
     hyper, digest = resolve_trial(sweep, spec)  # imports the trainer: once per worker
     ledger = Ledger(sweep.sweep_dir)
     work = ledger.work_dir(digest)
     trial_id = tune.get_context().get_trial_id()
-    with config_lock(work):
+    with config_lease(work, owner={"trial_id": trial_id, "sweep": sweep.name}) as lease:
         done = ledger.get(digest)
         if done is not None:
             tune.report({**done.metrics, LEDGER_HIT: 1.0, CONFIG_HASH: digest, FINAL: 1.0})
             return
-        _train_and_record(sweep, spec, hyper, digest, work, ledger, trial_id, tables, started)
+        _train_and_record(sweep, spec, hyper, digest, work, ledger, trial_id, tables, started, lease)
+
+
+def check_sweep_visible(sweep: SweepContext) -> None:
+    """Fail the trial at once, naming this node, when the sweep folder is not there (a node-local path).
+
+    The driver checks every node before the sweep starts; this covers nodes that joined later.
+    """
+    import socket
+
+    from sweep.errors import InputError
+
+    if not (Path(sweep.sweep_dir) / "sweep.json").is_file():
+        raise InputError(sweep.sweep_dir, "runs-dir", f"node {socket.gethostname()} does not see the sweep folder; "
+                                                      "the storage root must be on a filesystem every node mounts")
 
 
 def _train_and_record(sweep: SweepContext, spec: dict, hyper: dict, digest: str, work: Path, ledger: Ledger,
-                      trial_id: str, tables: dict, started: float) -> None:
+                      trial_id: str, tables: dict, started: float, lease) -> None:
     import ray
     from ray import tune
 
@@ -110,7 +129,7 @@ def _train_and_record(sweep: SweepContext, spec: dict, hyper: dict, digest: str,
     from sweep.io import atomic_write_json
     from sweep.trainers.base import TrainContext
     from sweep.tune.data import build_split
-    from sweep.tune.resources import trial_device
+    from sweep.tune.resources import share_gpu_memory, trial_device
 
     timings = {"resolve_s": time.perf_counter() - started}
     mark = time.perf_counter()
@@ -137,26 +156,29 @@ def _train_and_record(sweep: SweepContext, spec: dict, hyper: dict, digest: str,
     last: dict[str, Any] = {"step": max(run.logged_upto, 0), "metrics": {}}
 
     def reporter(step: int, metrics) -> None:
+        lease.check()  # a trial whose lease was taken over (its node was cut off) stops here
         values = {k: float(v) for k, v in metrics.items()}
         last["step"], last["metrics"] = int(step), values
         run.log_step(int(step), values)
         tune.report({**values, "step": int(step), LEDGER_HIT: 0.0, CONFIG_HASH: digest})
 
-    device = trial_device(request.gpus) if model == "nequip" else "cpu"
+    # request.gpus is 0 for a CPU-only family: resources.trial_resources asks the family registry
+    device = trial_device(request.gpus)
     facts["device"] = device
-    context = TrainContext(device=device, num_cpus=request.num_cpus, seed=sweep.seed)
+    facts["gpu_memory_share"] = share_gpu_memory(request.gpus, device)
+    context = TrainContext(device=device, num_cpus=request.num_cpus, seed=sweep.seed,
+                           reported_up_to=max(run.logged_upto, 0))
     export = sweep.loaded.space.studies[spec["study"]].export
     timings["setup_s"] = time.perf_counter() - mark
     mark = time.perf_counter()
     try:
         result = _training(model, hyper, split, work, reporter, context, trial_id, export, last)
     except SystemExit:
-        # Tune's scheduler stopped this trial (tune.report raised). Record it, so that a restore
-        # does not run it on; the driver does the same (StoppedTrials) in case this thread is
-        # ended before it gets here.
-        ledger.put(_record("stopped", sweep, spec, hyper, digest, last["metrics"], {}, trial_id, run, work, facts))
-        run.set_tags({"stopped_early": "true"})
-        run.close("FINISHED", retry_s=sweep.mlflow_retry_s)  # what fails to send is saved for the driver
+        # Tune ended this trial (tune.report raised): its scheduler stopped it early, or the whole
+        # sweep is stopping (Ctrl-C, SIGTERM). Only the driver knows which, so the driver records a
+        # stopped trial and ends its MLflow run (StoppedTrials), or, for a sweep that stops, the
+        # end-of-sweep reconciliation does; here what is queued is sent and the run is left open.
+        run.close(None, retry_s=min(10.0, sweep.mlflow_retry_s))
         raise
     except BaseException:
         run.close("FAILED", retry_s=min(10.0, sweep.mlflow_retry_s))
@@ -180,6 +202,7 @@ def _train_and_record(sweep: SweepContext, spec: dict, hyper: dict, digest: str,
     timings["logging_s"] = time.perf_counter() - mark
     record = _record("finished", sweep, spec, hyper, digest, metrics, info, trial_id, run, work, facts)
     record.timings = timings
+    lease.check()
     ledger.put(record)
     tune.report({**metrics, LEDGER_HIT: 0.0, CONFIG_HASH: digest, FINAL: 1.0})
 
@@ -241,7 +264,7 @@ class StoppedTrials(Callback):
         """A trial that completed without its final report was stopped: record it once."""
         result = trial.last_result or {}
         digest = result.get(CONFIG_HASH)
-        if not digest or result.get(FINAL):
+        if not digest or result.get(FINAL) or DRIVER_INTERRUPTED.is_set():
             return
         ledger = Ledger(self.sweep_dir)
         if ledger.get(digest) is not None:

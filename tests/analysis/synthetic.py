@@ -93,10 +93,12 @@ def model_info(model: str, hyper: dict, metrics: dict) -> dict:
     """The trainers' info dict, as far as the analysis reads it."""
     if model == "flare":
         n_d = descriptor_dimension(hyper["n_max"], hyper["l_max"])
-        return {"model": "flare", "descriptor": hyper["descriptor"], "n_species": 1, "n_d": n_d, "n_d_eq1": n_d,
+        return {"model": "flare", "descriptor": hyper["descriptor"], "n_species": 1, "n_descriptors": n_d,
+                "n_d": n_d, "n_d_eq1": n_d,
                 "zeta": hyper["zeta"], "log_likelihood": metrics.get("log_likelihood", 0.0), "n_sparse": 180,
                 "hyperparameters": dict(FLARE_HYPERPARAMETERS), "train_time_s": metrics.get("train_seconds", 1.0)}
-    return {"model": "nequip", "num_weights": num_weights(hyper["l_max"], hyper["num_layers"]), "epochs": 12,
+    return {"model": "nequip", "n_weights": num_weights(hyper["l_max"], hyper["num_layers"]),
+            "num_weights": num_weights(hyper["l_max"], hyper["num_layers"]), "epochs": 12,
             "train_seconds": metrics.get("train_seconds", 1.0), "type_names": ["X"]}
 
 

@@ -141,3 +141,19 @@ def test_export_command_rewrites_a_previous_export(synthetic_sweep, exported, tm
         assert cli.exit_code == 0, cli.output
     assert "exported 8 models" in cli.output
     assert (out / "summary.csv").read_bytes() == (result.out / "summary.csv").read_bytes()
+
+
+@pytest.mark.parametrize("tag, value", [("element", "../../root/.ssh"), ("model", "../x"), ("task", "full/../..")])
+def test_a_run_with_a_forged_tag_never_becomes_a_path(tmp_path, tag, value):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("forged", artifact_location=(tmp_path / "artifacts").as_uri())
+    tags = {"element": "Cu", "model": "flare", "task": "full", "config_hash": "abc", "trial_id": "t"}
+    run = client.create_run(experiment, tags={**tags, tag: value})
+    client.log_metric(run.info.run_id, "val_forces_mae", 1.0)
+    client.set_terminated(run.info.run_id)
+    with pytest.raises(InputError, match=f"run {run.info.run_id}: tags.{tag}: "):
+        load_runs("forged", tracking_uri=uri)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlruns.db"]  # nothing written anywhere

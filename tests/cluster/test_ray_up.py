@@ -17,96 +17,37 @@ auth is on and that the token appears in no output, log or cluster.yaml.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import warnings
-from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.cluster.namespaces import (
+    REPO,
+    TIMEOUT,
+    VENV_BIN,
+    Namespace,
+    children,
+    listening,
+    requirements_missing,
+)
+
 CLUSTER_YAML = REPO / "cluster.yaml"
-VENV_BIN = REPO / ".venv" / "bin"
 RAY = VENV_BIN / "ray"
 SWEEP_CLI = REPO / "sweep" / "cli" / "sweeps.py"
 SWEEP_COMMAND = [str(VENV_BIN / "tm23-sweep")]
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-# No venv on PATH: cluster.yaml must find the project's ray on its own.
-BASE_ENV = {
-    "HOME": "/root",
-    "USER": "root",
-    "LOGNAME": "root",
-    "PATH": SYSTEM_PATH,
-    "LANG": "C.UTF-8",
-    "CI": "true",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
 RAY_PROCESS_NAMES = ("raylet", "gcs_server")
 # gRPC servers (GCS, raylet) listen on IPv6 sockets at the IPv4-mapped form of 127.0.0.1.
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
-TIMEOUT = 240
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
-
-# PID 1 of the namespace: reaps orphans (Ray daemonizes its processes) until SIGTERM; when it
-# exits, the kernel kills every process left in the namespace.
-REAPER = """
-import os, signal, sys, time
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-print("ready", flush=True)
-while True:
-    try:
-        pid, _ = os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        pid = 0
-    if pid == 0:
-        time.sleep(0.2)
-"""
-
-# Runs as the namespace's first process. /root: an overlay whose writes go to a tmpfs (an
-# upper layer must not be on overlayfs, which a container's /tmp may be), with the project's
-# traces from an earlier `ray up` on this machine hidden. /tmp: $1/tmp, kept for debugging.
-NAMESPACE_INIT = r"""
-set -eu
-w=$1
-mount -t tmpfs -o mode=0700 tmpfs "$w/home"
-mkdir -m 0700 "$w/home/upper" "$w/home/work"
-mount -t overlay overlay -o "lowerdir=/root,upperdir=$w/home/upper,workdir=$w/home/work" /root
-# the checkout may itself live under /tmp (a CI clone): keep it visible at the same path
-case "$4" in /tmp/*) mkdir -p "$w/tmp/${4#/tmp/}"; mount --bind "$4" "$w/tmp/${4#/tmp/}" ;; esac
-mount --rbind "$w/tmp" /tmp
-mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir -m 0755 /run/sshd
-mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-ip link set lo up
-rm -rf /root/.ray /root/.tm23-sweep /root/tm23-runs /root/ray_bootstrap_config.yaml \
-  /root/ray_bootstrap_key.pem /root/.ssh/tm23_sweep_ed25519 /root/.ssh/tm23_sweep_ed25519.pub
-exec "$2" -c "$3"
-"""
-
-SSHD_CONFIG = """\
-Port 22
-ListenAddress 127.0.0.1
-HostKey /tmp/sshd/ssh_host_ed25519_key
-PidFile /tmp/sshd/sshd.pid
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes yes
-AuthorizedKeysFile .ssh/authorized_keys
-PrintMotd no
-"""
 
 
 # Two FLARE trials of one CPU each on the cluster's two CPUs.
@@ -141,137 +82,6 @@ print(json.dumps([{"status": r.info.status, **r.data.tags, **r.data.params, **r.
 """
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the test process dies, so no namespace outlives it."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _listening(net_pid: int) -> list[tuple[str, int, int]]:
-    """(address, port, socket inode) of every listening TCP socket in the network namespace of ``net_pid``."""
-    found = []
-    for name, family in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        lines = Path(f"/proc/{net_pid}/net/{name}").read_text().splitlines()[1:]
-        for line in lines:
-            fields = line.split()
-            if fields[3] != "0A":  # TCP_LISTEN
-                continue
-            hex_addr, hex_port = fields[1].split(":")
-            raw = bytes.fromhex(hex_addr)
-            # /proc prints each 32-bit word of the address in host (little-endian) order.
-            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
-            found.append((socket.inet_ntop(family, raw), int(hex_port, 16), int(fields[9])))
-    return found
-
-
-class Namespace:
-    """Fresh mount, PID and network namespaces, with commands run inside through nsenter."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        for sub in ("home", "tmp"):
-            (workdir / sub).mkdir(parents=True)
-        self.tmp = workdir / "tmp"      # /tmp inside
-        self.prepare_output = ""
-        self.unshare = subprocess.Popen(
-            ["unshare", "--mount", "--pid", "--net", "--fork", "--mount-proc", "--propagation", "private",
-             "--kill-child", "bash", "-c", NAMESPACE_INIT, "init", str(workdir), sys.executable, REAPER,
-             str(Path(__file__).resolve().parents[2])],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            preexec_fn=_die_with_parent,
-        )
-        line = self.unshare.stdout.readline()
-        if line.strip() != "ready":
-            self.unshare.kill()
-            raise RuntimeError(f"namespace did not start: {line}{self.unshare.stderr.read()}")
-        (self.init_pid,) = _children(self.unshare.pid)
-        self.pid_ns = os.readlink(f"/proc/{self.init_pid}/ns/pid")
-        self.home = Path(f"/proc/{self.init_pid}/root/root")  # /root as seen inside, while it lives
-
-    def _argv(self, args) -> list[str]:
-        return ["nsenter", "-t", str(self.init_pid), "-m", "-n", "-p", "--", *map(str, args)]
-
-    def run(self, args, *, env: dict | None = None, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-        """Run ``args`` inside, from the repository root, with no stdin; output captured as text."""
-        return subprocess.run(self._argv(args), cwd=REPO, env={**BASE_ENV, **(env or {})},
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
-
-    def popen(self, args, *, log: Path) -> subprocess.Popen:
-        """Start ``args`` inside, output to ``log``; returns nsenter's process (its child runs ``args``)."""
-        with open(log, "wb") as out:
-            return subprocess.Popen(self._argv(args), cwd=REPO, env=BASE_ENV, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-
-    def processes(self) -> dict[int, str]:
-        """Host PID -> command line of every process inside (PID 1 excluded)."""
-        found = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == self.init_pid:
-                continue
-            try:
-                if os.readlink(entry / "ns/pid") != self.pid_ns:
-                    continue
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            except OSError:
-                continue
-        return found
-
-    def owners(self) -> dict[int, str]:
-        """Socket inode -> command line of the process inside that holds it."""
-        owners = {}
-        for pid, cmdline in self.processes().items():
-            try:
-                fds = list(Path(f"/proc/{pid}/fd").iterdir())
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    target = os.readlink(fd)
-                except OSError:
-                    continue
-                if target.startswith("socket:["):
-                    owners[int(target[8:-1])] = f"{pid} {cmdline[:120]}"
-        return owners
-
-    def listening(self) -> list[tuple[str, int, str]]:
-        """(address, port, owner) of every listening TCP socket inside."""
-        owners = self.owners()
-        return [(addr, port, owners.get(inode, "?")) for addr, port, inode in _listening(self.init_pid)]
-
-    def close(self) -> None:
-        """End the namespace: PID 1 exits and the kernel kills everything left inside."""
-        if self.unshare.poll() is None:
-            os.kill(self.init_pid, signal.SIGTERM)
-            try:
-                self.unshare.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.unshare.kill()
-                self.unshare.wait(timeout=20)
-
-
-def _requirements_missing() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (namespaces, sshd, ssh to root@127.0.0.1)"
-    for tool in ("unshare", "nsenter", "ip", "ssh", "ssh-keygen", "rsync"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    if not os.access("/usr/sbin/sshd", os.X_OK):
-        return "/usr/sbin/sshd not installed (openssh-server, setup/apt-packages.txt)"
-    if not RAY.exists():
-        return f"{RAY} missing (make setup)"
-    probe = subprocess.run(["unshare", "--mount", "--pid", "--net", "--fork", "--mount-proc", "true"],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        return f"cannot create namespaces here: {probe.stderr.strip()}"
-    return None
-
-
 @pytest.fixture
 def cluster_ns(tmp_path):
     """A namespace with sshd on 127.0.0.1:22 and the project prepared (prepare_local.sh) in it.
@@ -279,25 +89,14 @@ def cluster_ns(tmp_path):
     Finalizer, also after a failure: ray down, then the venv's `ray stop --force`, then sshd and
     the namespace itself, whose end kills anything still inside.
     """
-    missing = _requirements_missing()
+    missing = requirements_missing()
     if missing:
         if os.environ.get("CI"):
             pytest.fail(f"the ray up test cannot run in CI: {missing}")
         pytest.skip(missing)
     ns = Namespace(tmp_path / "ns")
-    sshd = None
     try:
-        sshd_dir = ns.tmp / "sshd"
-        sshd_dir.mkdir()
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(sshd_dir / "ssh_host_ed25519_key")],
-                       check=True, stdin=subprocess.DEVNULL)
-        (sshd_dir / "sshd_config").write_text(SSHD_CONFIG)
-        sshd = ns.popen(["/usr/sbin/sshd", "-D", "-e", "-f", "/tmp/sshd/sshd_config", "-o", "ListenAddress=127.0.0.1"],
-                        log=sshd_dir / "sshd.log")
-        deadline = time.monotonic() + 20
-        while not any(port == 22 for _, port, _ in _listening(ns.init_pid)):
-            assert sshd.poll() is None and time.monotonic() < deadline, (sshd_dir / "sshd.log").read_text()
-            time.sleep(0.1)
+        ns.start_sshd("127.0.0.1")
         prepared = ns.run([REPO / "setup/cluster/prepare_local.sh"], timeout=60)
         assert prepared.returncode == 0, prepared.stdout + prepared.stderr
         ns.prepare_output = prepared.stdout + prepared.stderr
@@ -309,8 +108,9 @@ def cluster_ns(tmp_path):
                     ns.run(args, timeout=limit)
                 except subprocess.TimeoutExpired:
                     pass
-        if sshd is not None:
-            for pid in _children(sshd.pid):
+        if ns.sshd is not None:
+            sshd = ns.sshd
+            for pid in children(sshd.pid):
                 try:
                     os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:
@@ -357,7 +157,7 @@ def test_listening_socket_table_is_read_right():
             sock.listen()
         expected = {(address, sock.getsockname()[1], os.fstat(sock.fileno()).st_ino)
                     for address, sock in zip(("0.0.0.0", "127.0.0.1", "::1"), sockets)}
-        assert expected <= set(_listening(os.getpid()))
+        assert expected <= set(listening(os.getpid()))
     finally:
         for sock in sockets:
             sock.close()
@@ -368,18 +168,26 @@ def test_shipped_cluster_yaml_holds_no_secret_and_binds_loopback():
     text = CLUSTER_YAML.read_text()
     config = yaml.safe_load(text)
     assert config["provider"] == {"type": "local", "head_ip": "127.0.0.1", "worker_ips": []}
+    assert "max_workers" not in config  # the local provider then starts every worker of worker_ips
     key = config["auth"]["ssh_private_key"]
     assert key.startswith("~/.ssh/") and not (REPO / key).exists()
     assert not re.search(r"PRIVATE KEY|AUTH_TOKEN=|password|aws_secret|-----BEGIN", text, re.I)
-    start = " ".join(config["head_start_ray_commands"])
-    assert "--node-ip-address=127.0.0.1" in start and "--dashboard-host=127.0.0.1" in start
-    assert "RAY_AUTH_MODE=token" in start and "RAY_AUTH_MODE=disabled" not in text
+    # The secrets travel as files prepare_local.sh made (mode 600), never as text in this file.
+    assert config["file_mounts"] == {"~/.ray/auth_token": "~/.ray/auth_token",
+                                     "~/.mlflow/credentials": "~/.mlflow/credentials",
+                                     "~/.tm23-sweep/project-path": "~/.tm23-sweep/project-path"}
+    # Ray's head and MLflow bind provider.head_ip (read by head_start.sh), with token auth.
+    start = (REPO / "setup/cluster/head_start.sh").read_text()
+    assert config["head_start_ray_commands"][-1] == "~/.tm23-sweep/project/setup/cluster/head_start.sh"
+    assert '--node-ip-address="$head_ip"' in start and 'TM23_MLFLOW_HOST="$head_ip"' in start
+    assert "RAY_AUTH_MODE=token" in start and "RAY_AUTH_MODE=disabled" not in text + start
+    assert "RAY_AUTH_MODE=token" in (REPO / "setup/cluster/worker_start.sh").read_text()
     # The project's ray by absolute path, never a bare `ray` from whatever PATH the ssh login has.
     for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
         assert not re.search(r"(^|[\s;&|])ray\s", command), command
-    # MLflow binds to 127.0.0.1 unless the user says otherwise (TM23_MLFLOW_HOST, not set here).
-    assert "host=${TM23_MLFLOW_HOST:-127.0.0.1}" in (REPO / "setup/cluster/mlflow_server.sh").read_text()
-    assert "TM23_MLFLOW_HOST" not in start
+    # MLflow binds to 127.0.0.1 unless told the cluster's address, and never to every interface.
+    server = (REPO / "setup/cluster/mlflow_server.sh").read_text()
+    assert "host=${TM23_MLFLOW_HOST:-127.0.0.1}" in server and "refusing to bind $host" in server
 
 
 def test_ray_up_sweep_ray_down(cluster_ns: Namespace):
@@ -413,9 +221,9 @@ def test_ray_up_sweep_ray_down(cluster_ns: Namespace):
     health = _mlflow_health(ns)
     assert health.returncode == 0 and health.stdout.strip() == "OK", health.stdout + health.stderr
     mlflow_pid = int((ns.home / ".tm23-sweep" / "mlflow-server.pid").read_text())
-    assert (ns.home / "tm23-runs" / "mlruns.db").exists()
+    assert (ns.home / ".tm23-sweep" / "mlflow" / "mlruns.db").exists()
 
-    # Issue 7: every port the cluster opened (GCS 6379, MLflow 5000, raylet, agents, ...) is on loopback.
+    # Every port the cluster opened (GCS 6379, MLflow 5000, raylet, agents, ...) is on loopback.
     sockets = _assert_loopback_only(ns, must_include={22, 5000, 6379})
     assert len(sockets) > 3, sockets
 
@@ -447,7 +255,7 @@ def test_ray_up_sweep_ray_down(cluster_ns: Namespace):
     left = [s for s in ns.listening() if s[1] != 22]
     assert not left, f"ports still open after ray down: {left}"
 
-    # Issue 7: the token and the ssh key are in no output, no Ray, MLflow or sweep log, and not
+    # The token and the ssh key are in no output, no Ray, MLflow or sweep log, and not
     # in cluster.yaml.
     places = dict(outputs)
     places["cluster.yaml"] = CLUSTER_YAML.read_text()

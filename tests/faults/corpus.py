@@ -272,7 +272,7 @@ SPACE_CASES = [
     BadInput("space", "unknown-hyperparameter", _space(FLARE % ", params: {r_kut: 5.0}", ["studies[0].params.r_kut"])),
     BadInput("space", "hyperparameter-wrong-type", _space(FLARE % ", params: {n_max: many}", ["studies[0].params.n_max"])),
     BadInput("space", "unknown-element", _space("studies: [{model: flare, elements: [Xx]}]\n", ["studies[0].elements"])),
-    BadInput("space", "unknown-model", _space("studies: [{model: mace, elements: [Cu]}]\n", ["studies[0].model"])),
+    BadInput("space", "unknown-model", _space("studies: [{model: schnet, elements: [Cu]}]\n", ["studies[0].model"])),
     BadInput("space", "no-studies", _space("studies: []\n", ["studies"])),
     BadInput("space", "empty-file", _space("", ["space"])),
     BadInput("space", "not-yaml", _space("studies: [\n", ["YAML"])),

@@ -1,6 +1,6 @@
 """SIGKILL a sweep's driver at seeded moments of its life, resume after each kill, audit the end.
 
-The moments cycle through the phases of a sweep (issue 7, fault 1):
+The moments cycle through the phases of a sweep:
 
 * ``scheduling``: Ray is up and Tune is placing trials;
 * ``mid-trial``: a training has started and runs;

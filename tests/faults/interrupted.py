@@ -16,10 +16,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def kill_writer(kind: str, target: Path, sources: list[str], rng: random.Random, max_wait_s: float) -> None:
-    """Start the writer, let it run a seeded random while, SIGKILL it."""
+    """Start the writer, wait for its first completed write, let it run a seeded random while more, SIGKILL it.
+
+    Waiting for the first write makes every kill land where an old version exists, however slow the machine.
+    """
     proc = subprocess.Popen([sys.executable, "-m", "tests.faults.writer", kind, str(target), *sources], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    assert proc.stdout.readline().strip() == "wrote", proc.stderr.read()
     time.sleep(rng.uniform(0.05, max_wait_s))
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -45,16 +45,17 @@ def free_port() -> int:
 
 def server(action: str, runs: Path, state: Path, port: int) -> subprocess.CompletedProcess:
     """``mlflow_server.sh ACTION`` for the runs folder ``runs`` on 127.0.0.1:``port``."""
-    env = {**os.environ, "TM23_RUNS_DIR": str(runs), "TM23_STATE_DIR": str(state), "TM23_MLFLOW_PORT": str(port)}
+    env = {**os.environ, "TM23_MLFLOW_DIR": str(runs / "mlflow-server"), "TM23_STATE_DIR": str(state),
+           "TM23_MLFLOW_PORT": str(port)}
     env.pop("TM23_MLFLOW_HOST", None)
     return subprocess.run(["bash", str(SERVER), action], env=env, capture_output=True, text=True, timeout=180)
 
 
-def run_mlflow_outage(root: Path, store: str, outage_s: float = 20.0, num_cpus: int = 2) -> Outage:
-    """Run the FLARE fault sweep logging to a server that goes away for ``outage_s`` mid-sweep."""
+def run_mlflow_outage(root: Path, store: str, outage_s: float = 20.0, num_cpus: int = 2, r_cuts: int = 6) -> Outage:
+    """Run the FLARE fault sweep (``r_cuts`` r_cut values) logging to a server that goes away for ``outage_s``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    space, total = flare_space(root, "m")
+    space, total = flare_space(root, "m", r_cuts=r_cuts)
     runs, state = root / "runs", root / "state"
     runs.mkdir(exist_ok=True)
     port = free_port()

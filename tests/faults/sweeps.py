@@ -1,6 +1,6 @@
 """What every sweep fault shares: a small FLARE sweep, a driver subprocess, progress probes and the audit.
 
-The audit is the fault suite's contract (issue 7): after a fault and whatever recovery
+The audit is the fault suite's contract: after a fault and whatever recovery
 the system does, count
 
 * ``lost``: configurations of the space without a finished ledger record;
@@ -23,7 +23,7 @@ from typing import Callable
 from sweep.tune.ledger import COUNTER_FILE, training_counts
 from tests.sweeps.conftest import REPO, cli_command, cli_env, mlflow_runs
 
-#: FLARE trials of 1 CPU (6 r_cut × Cu, Au × the ζ values), 6 frame blocks each, checkpointed per block.
+#: FLARE trials of 1 CPU (up to 6 r_cut × Cu, Au × the ζ values), 6 frame blocks each, checkpointed per block.
 FLARE_SPACE = """
 elements: [Cu, Au]
 task: full
@@ -33,7 +33,7 @@ studies:
   - model: flare
     resources: {{cpus: 1}}
     params:
-      r_cut: {{grid: [4.0, 4.2, 4.4, 4.6, 4.8, 5.0]}}
+      r_cut: {{grid: {r_cuts}}}
       zeta: {{grid: {zetas}}}
       n_max: 4
       l_max: 2
@@ -49,11 +49,18 @@ studies:
 FLARE_STEPS = [4, 8, 12, 16, 20, 24]
 
 
-def flare_space(folder: Path, name: str, zetas: tuple[int, ...] = (2,)) -> tuple[Path, int]:
-    """Write the fault suite's FLARE space as ``folder/name.yaml``; returns (path, number of trials)."""
+#: The fault space's r_cut values; a scenario may take the first few.
+R_CUTS = (4.0, 4.2, 4.4, 4.6, 4.8, 5.0)
+
+
+def flare_space(folder: Path, name: str, zetas: tuple[int, ...] = (2,), r_cuts: int = len(R_CUTS)) -> tuple[Path, int]:
+    """Write the fault suite's FLARE space as ``folder/name.yaml`` with the first ``r_cuts`` r_cut values.
+
+    Returns (path, number of trials).
+    """
     path = Path(folder) / f"{name}.yaml"
-    path.write_text(FLARE_SPACE.format(zetas=list(zetas)))
-    return path, 12 * len(zetas)
+    path.write_text(FLARE_SPACE.format(zetas=list(zetas), r_cuts=list(R_CUTS[:r_cuts])))
+    return path, 2 * r_cuts * len(zetas)
 
 
 @dataclass
@@ -101,10 +108,11 @@ class Audit:
         return self.lost == 0 and self.redone == 0 and self.duplicates == 0
 
 
-def audit_sweep(runs: Path, name: str, total: int, tracking_uri: str | None = None) -> Audit:
+def audit_sweep(runs: Path, name: str, total: int, tracking_uri: str | None = None, mlflow_table=None) -> Audit:
     """Count lost trials, redone trainings and duplicate MLflow runs of sweep ``name`` under ``runs``.
 
-    MLflow is read from ``tracking_uri`` (default: the runs folder's sqlite store).
+    MLflow is read from ``tracking_uri`` (default: the runs folder's sqlite store), unless
+    ``mlflow_table`` gives ``mlflow.search_runs``'s table already (read where the server is reachable).
     """
     sweep_dir = Path(runs) / name
     ledger = {p.stem: json.loads(p.read_text()) for p in (sweep_dir / "ledger").glob("*.json")}
@@ -117,7 +125,7 @@ def audit_sweep(runs: Path, name: str, total: int, tracking_uri: str | None = No
         ends = counts["ends"]
         if len(ends) > 1 or (ends and any(s["at"] > ends[0]["at"] for s in counts["starts"])):
             redone += 1
-    df = mlflow_runs(runs, name, tracking_uri)
+    df = mlflow_runs(runs, name, tracking_uri) if mlflow_table is None else mlflow_table
     per_config = df.groupby("tags.config_hash").size() if len(df) else []
     duplicates = int(sum(n - 1 for n in per_config))
     running = int((df["status"] == "RUNNING").sum()) if len(df) else 0
@@ -132,7 +140,14 @@ def progress(sweep_dir: Path) -> dict[str, float]:
         counts = training_counts(path.parent)  # written atomically: whole or absent
         starts += len(counts["starts"])
         ends += len(counts["ends"])
-    checkpoints = [p.stat().st_mtime for p in Path(sweep_dir).glob("work/*/checkpoint/*/progress.json")]
+    checkpoints = []
+    for path in Path(sweep_dir).glob("work/*/checkpoint/*/progress.json"):
+        if path.parent.name.startswith("."):
+            continue  # a checkpoint being written (a temporary folder, renamed or removed at any moment)
+        try:
+            checkpoints.append(path.stat().st_mtime)
+        except FileNotFoundError:  # replaced by a newer checkpoint between the listing and the stat
+            continue
     return {"start": starts, "end": ends, "ledger": len(list(Path(sweep_dir).glob("ledger/*.json"))),
             "checkpoint": max(checkpoints, default=0.0)}
 

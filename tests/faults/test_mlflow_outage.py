@@ -11,7 +11,7 @@ from tests.faults.sweeps import FLARE_STEPS
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_mlflow_server_restart_loses_no_metric(tmp_path, sweep_store):
-    outage = run_mlflow_outage(tmp_path, sweep_store, outage_s=20.0)
+    outage = run_mlflow_outage(tmp_path, sweep_store, outage_s=20.0, r_cuts=4)
     assert outage.exit_code == 0, outage.log.read_text()[-4000:]
     # the sweep went on while the server was down: trainings ended meanwhile
     assert outage.during["end"] >= 1, outage.during

@@ -11,7 +11,7 @@ from tests.faults.worker_kills import run_worker_kills
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_worker_sigkill_resumes_from_checkpoint(tmp_path, sweep_store):
-    result = run_worker_kills(tmp_path, sweep_store, kills=1, seed=7)
+    result = run_worker_kills(tmp_path, sweep_store, kills=1, seed=7, r_cuts=4)
     assert result.exit_code == 0, result.log.read_text()[-4000:]
     assert len(result.kills) == 1
     audit = result.audit

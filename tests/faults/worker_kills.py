@@ -39,11 +39,11 @@ class WorkerKills:
         return sum(o["blocks_reported_twice"] for o in self.outcomes)
 
 
-def run_worker_kills(root: Path, store: str, kills: int, seed: int, num_cpus: int = 2) -> WorkerKills:
-    """Run the FLARE fault sweep in ``root`` and kill ``kills`` trial workers mid-training."""
+def run_worker_kills(root: Path, store: str, kills: int, seed: int, num_cpus: int = 2, r_cuts: int = 6) -> WorkerKills:
+    """Run the FLARE fault sweep (``r_cuts`` r_cut values) in ``root``; kill ``kills`` trial workers mid-training."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    space, total = flare_space(root, "w")
+    space, total = flare_space(root, "w", r_cuts=r_cuts)
     runs = root / "runs"
     sweep_dir = runs / "w"
     log = root / "driver.log"

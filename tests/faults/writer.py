@@ -1,7 +1,8 @@
 """Subprocess side of the interrupted-write tests: repeat one kind of write until killed.
 
 ``python -m tests.faults.writer KIND TARGET SOURCE...`` alternates between two versions
-(A and B) of an ingest, a ledger record, an export folder or a report folder, forever.
+(A and B) of an ingest, a ledger record, an export folder or a report folder, forever,
+printing "wrote" after each completed write.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def main(kind: str, target: str, *sources: str) -> None:
     from sweep.tune.ledger import Ledger  # noqa: F401
 
     print("ready", flush=True)
-    version = 0
+    version = 1
     while True:
         version = 1 - version
         if kind == "ingest":
@@ -50,6 +51,7 @@ def main(kind: str, target: str, *sources: str) -> None:
                     atomic_write_bytes(tmp / name, data)
         else:
             raise SystemExit(f"unknown kind {kind}")
+        print("wrote", flush=True)
 
 
 if __name__ == "__main__":

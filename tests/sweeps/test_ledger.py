@@ -1,4 +1,4 @@
-"""Ledger records, redo counters, the configuration lock, the driver lock and leftover clean-up."""
+"""Ledger records, redo counters, the configuration lease, the driver lease and leftover clean-up."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sweep.errors import InputError
 from sweep.tune.ledger import (
     Ledger,
     LedgerRecord,
-    config_lock,
+    config_lease,
     record_training_end,
     record_training_start,
     training_counts,
@@ -38,6 +38,14 @@ def test_ledger_round_trip_and_listing(tmp_path):
     assert [r.config_hash for r in ledger.records()] == ["abc", "def"]
     assert not [p for p in (tmp_path / "ledger").iterdir() if p.name.startswith(".")]  # no temp files left
     assert ledger.work_dir("abc") == tmp_path / "work" / "abc"
+
+
+def test_a_record_is_committed_once_and_never_replaced(tmp_path):
+    ledger = Ledger(tmp_path)
+    assert ledger.put(_record("abc", 1.5)) is True
+    assert ledger.put(_record("abc", 9.9)) is False  # a twin (or the driver's stopped record) comes second
+    assert ledger.get("abc").metrics == {"val_forces_mae": 1.5}
+    assert [p.name for p in (tmp_path / "ledger").iterdir()] == ["abc.json"]
 
 
 def test_training_counter_appends(tmp_path):
@@ -64,11 +72,11 @@ def test_a_training_finished_before_a_kill_keeps_its_last_step(tmp_path):
     assert len(training_counts(tmp_path)["starts"]) == 1  # nothing trained again
 
 
-def test_config_lock_serialises_two_holders(tmp_path):
+def test_config_lease_serialises_two_holders(tmp_path):
     order = []
 
     def hold(tag):
-        with config_lock(tmp_path / "w"):
+        with config_lease(tmp_path / "w", owner={"tag": tag}):
             order.append(f"{tag}-in")
             time.sleep(0.2)
             order.append(f"{tag}-out")

@@ -81,7 +81,7 @@ def test_groups_and_resolved_params():
     ("task: everything\nstudies: [{model: flare, elements: [Cu]}]\n", "task", "unknown task"),
     ("search: {algorithm: bayes}\nstudies: [{model: flare, elements: [Cu]}]\n", "search.algorithm", "grid"),
     ("studies: []\n", "studies", "at least 1 item"),
-    ("studies: [{model: mace, elements: [Cu]}]\n", "studies[0].model", "unknown model"),
+    ("studies: [{model: schnet, elements: [Cu]}]\n", "studies[0].model", "unknown model"),
     ("studies: [{model: flare}]\n", "studies[0].elements", "no elements"),
     ("studies: [{model: flare, elements: [Cu], params: {r_kut: 5.0}}]\n", "studies[0].params.r_kut",
      "unknown hyperparameter"),

@@ -7,11 +7,15 @@ import pytest
 import scipy.linalg as sla
 
 from sweep.trainers import TrainContext, get_trainer
-from sweep.trainers import flare as fl
-from sweep.trainers import flare_parallel as fp
+from sweep.trainers.flare import engines as flare_engines
+from sweep.trainers.flare import parallel as flare_parallel
+from sweep.trainers.flare import params as flare_params
+from sweep.trainers.flare import sgp as flare_sgp
+from sweep.trainers.flare import solver as flare_solver
+from sweep.trainers.flare import structures as flare_structures
 from tests.trainers.interrupt import train_until_interrupted
 
-pytestmark = pytest.mark.skipif(fp.unavailable() is not None, reason=f"MPI unavailable: {fp.unavailable()}")
+pytestmark = pytest.mark.skipif(flare_parallel.unavailable() is not None, reason=f"MPI unavailable: {flare_parallel.unavailable()}")
 
 SMALL = dict(r_cut=4.5, n_max=6, l_max=2, sparse_per_frame=10, block_size=4)
 NO_OPT = dict(optimize_every=0, optimize_final=False)
@@ -75,18 +79,18 @@ def test_parallel_likelihood_and_gradient_follow_flare(gradient, emt_cu_frames):
     from mpi4py import MPI
 
     frames = emt_cu_frames[0][:8]
-    params = fl.FlareParams(**{**SMALL, "sparse_per_frame": 3})
-    spec = fl.DescriptorSpec.from_params(params, frames)
+    params = flare_params.FlareParams(**{**SMALL, "sparse_per_frame": 3})
+    spec = flare_structures.DescriptorSpec.from_params(params, frames)
     hyps = np.array([2.0, 0.001, 0.05, 0.005])
-    engine = fp.DistributedSGP(MPI.COMM_SELF, spec, 2, hyps, gradient=gradient)
+    engine = flare_engines.DistributedSGP(MPI.COMM_SELF, spec, 2, hyps, gradient=gradient)
     engine.add_block(frames[:4], 0, params)
     engine.add_block(frames[4:], 4, params)
-    live = fl.new_live_sgp(spec, hyps, 2)
+    live = flare_sgp.new_live_sgp(spec, hyps, 2)
     for frame, atoms in zip(frames, engine.sparse):
-        fl.add_frame(live, frame, atoms, rel_e_noise=len(frame))  # σ_e per atom, as the engine
+        flare_sgp.add_frame(live, frame, atoms, rel_e_noise=len(frame))  # σ_e per atom, as the engine
     sgp = live.sparse_gp
     theta = np.array([1.7, 0.002, 0.04, 0.006])
-    with fl.quiet_stdout():
+    with flare_sgp.quiet_stdout():
         sgp.set_hyperparameters(theta)
         sgp.precompute_KnK()
         flare_ll = sgp.compute_likelihood_gradient_stable(True)
@@ -115,7 +119,7 @@ def test_tall_skinny_qr_merge_equals_one_dense_qr():
         else:
             c, r = np.zeros(0), np.zeros((0, n))
         parts.append((r, c))
-    r, c = fp.merge_triangles(parts + [(low.T, np.zeros(n))], n)
+    r, c = flare_solver.merge_triangles(parts + [(low.T, np.zeros(n))], n)
     x = sla.solve_triangular(r, c)
     full_a = np.vstack(blocks + [low.T])
     full_b = np.concatenate(rhs + [np.zeros(n)])
@@ -133,13 +137,3 @@ def test_interrupted_parallel_training_resumes(emt_cu_frames, tmp_path):
     assert resumed.model["sparse_indice"] == fresh.model["sparse_indice"]
     for a, b in zip(resumed.predict(test), fresh.predict(test)):
         assert _max_rel(a.forces, b.forces) < 1e-6
-
-
-def test_test_set_prediction_across_ranks(emt_cu_frames, tmp_path):
-    train, test = emt_cu_frames
-    model, _ = _train(train[:4], [], tmp_path / "ck", 1, **NO_OPT)
-    model.save(tmp_path / "model")
-    spread = fp.predict_parallel(tmp_path / "model", test, 2, tmp_path / "predict")
-    for a, b in zip(spread, model.predict(test)):  # summation order differs across ranks: ~1e-9 relative
-        assert _max_rel(a.forces, b.forces) < 1e-6
-        assert abs(a.energy - b.energy) <= 1e-6 * abs(b.energy)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from sweep.trainers import TrainContext, get_trainer
-from sweep.trainers import flare as fl
-from sweep.trainers import flare_parallel as fp
-from sweep.trainers.flare_descriptors import StructureCache, descriptor_cache
+from sweep.trainers.flare import model as flare_model
+from sweep.trainers.flare import parallel as flare_parallel
+from sweep.trainers.flare.descriptors import StructureCache, descriptor_cache
 from tests.conftest import emt_frames
 
 #: 45-dim B2, a few seconds per training; optimised, so ζ and σ change every later step.
@@ -94,7 +94,7 @@ def test_the_switch_follows_the_environment(frames, tmp_path, monkeypatch):
 def test_saved_info_records_prediction_structures_and_reloads(frames, tmp_path):
     model, _, _ = _train(frames, tmp_path / "m", share=True)
     model.save(tmp_path / "saved")
-    loaded = fl.FlareModel.load(tmp_path / "saved")
+    loaded = flare_model.FlareModel.load(tmp_path / "saved")
     assert loaded.info == model.info
     assert loaded.info["prediction_descriptors"]["computed"] == len(frames[2])
     assert loaded.share_work is False  # a reloaded model keeps to itself
@@ -116,7 +116,7 @@ def test_cache_evicts_other_settings_first_and_never_exceeds_its_budget():
     assert not cache.put(("c", 0), "c", "huge", 101, 0.1)
 
 
-@pytest.mark.skipif(fp.unavailable() is not None, reason=f"MPI unavailable: {fp.unavailable()}")
+@pytest.mark.skipif(flare_parallel.unavailable() is not None, reason=f"MPI unavailable: {flare_parallel.unavailable()}")
 def test_mpi_trainings_share_the_launching_process_structures(frames, tmp_path):
     """Ranks compute their own; the launching process reuses its structures for the model's predictions."""
     _train(frames, tmp_path / "first", share=True, num_cpus=2)

@@ -1,11 +1,8 @@
-"""The NequIP trainer on real nequip 0.19 (tiny models, EMT Cu frames, CPU)."""
+"""The NequIP trainer on real nequip 0.19 (tiny models, EMT Cu frames, CPU); what every family does is in test_contract_nequip."""
 
 from __future__ import annotations
 
-import csv
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from sweep.errors import InputError
 from sweep.metrics import score
 from sweep.trainers.base import TrainContext, get_trainer
 
-nequip_trainer = pytest.importorskip("sweep.trainers.nequip")
+nequip_trainer = pytest.importorskip("sweep.trainers.nequip.trainer")
 NequIPModel = nequip_trainer.NequIPModel
 
 TINY = {"num_layers": 2, "num_features": 8, "l_max": 1, "radial_mlp_width": 8, "batch_size": 3}
@@ -79,16 +76,6 @@ def test_bad_params_name_the_key(values, key):
     assert f": {key}: " in str(info.value)
 
 
-def test_unlabelled_frame_is_refused(emt_cu_frames, tmp_path):
-    train, _ = emt_cu_frames
-    bare = train[3].copy()
-    bare.calc = None
-    with pytest.raises(InputError) as info:
-        _train(tmp_path, [*train[:3], bare], train[4:6])
-    assert info.value.frame == 3
-    assert not (tmp_path / "last.ckpt").exists()
-
-
 def test_device_choice():
     assert nequip_trainer._accelerator("cpu") == "cpu"
     assert nequip_trainer._accelerator("cuda:0") == "gpu"
@@ -137,33 +124,6 @@ def test_predictions_reproduce_nequip_validation_metrics(trained, emt_cu_frames)
     best = min(reporter.metrics, key=lambda m: m["val_forces_mae"])
     for key in ("val_energy_mae", "val_forces_mae", "val_forces_rmse", "val_stress_mae", "val_stress_rmse"):
         assert ours[key] == pytest.approx(best[key], rel=1e-6), key
-
-
-def test_predicted_stress_is_ase_convention(trained, emt_cu_frames):
-    """Predicted stress equals ASE's finite-difference stress of the model's own energy."""
-    model, _, _ = trained
-    atoms = emt_cu_frames[1][0].copy()
-    atoms.calc = model.calculator()
-    from ase.calculators.fd import calculate_numerical_stress
-
-    numerical = calculate_numerical_stress(atoms, eps=1e-5, voigt=True)
-    predicted = model.predict([atoms])[0].stress
-    assert np.abs(predicted).max() > 1e-4
-    np.testing.assert_allclose(predicted, numerical, rtol=0, atol=1e-7)
-
-
-def test_checkpoint_round_trip_gives_identical_predictions(trained, emt_cu_frames, tmp_path):
-    model, _, _ = trained
-    test = emt_cu_frames[1]
-    before = model.predict(test)
-    model.save(tmp_path / "saved")
-    loaded = get_trainer("nequip").Model.load(tmp_path / "saved")
-    after = loaded.predict(test)
-    assert loaded.info == model.info
-    for a, b in zip(before, after):
-        assert a.energy == b.energy
-        assert np.array_equal(a.forces, b.forces)
-        assert np.array_equal(a.stress, b.stress)
 
 
 def test_load_of_a_non_model_directory_names_the_missing_file(tmp_path):
@@ -227,26 +187,27 @@ def test_two_trainings_in_one_process_and_seeded_holdout(emt_cu_frames, tmp_path
 
 
 @pytest.mark.slow
-def test_export_trains_under_nequip_train_and_packages(trained, emt_cu_frames, tmp_path):
+def test_export_trains_under_stock_nequip_train_and_packages(trained, emt_cu_frames, tmp_path):
+    """Stock nequip-train (tm23-sweep not importable) trains the exported config: epoch 1 is the sweep's epoch 1."""
+    from tests.trainers.stock import nequip_package, nequip_train_one_epoch, stock_python
+
     model, reporter, _ = trained
     paths = model.export(tmp_path / "export")
     assert set(paths) == {"config", "package", "train_data", "val_data"}
+    config = paths["config"].read_text()
+    assert "sweep." not in config  # only nequip's, Lightning's and torch's classes
+    assert "max_epochs: 8" in config  # the epochs the sweep trained (its stop rule has no stock counterpart)
     with zipfile.ZipFile(paths["package"]) as archive:
         assert any(name.endswith("model/config.yaml") for name in archive.namelist())
 
-    nequip_train = Path(sys.executable).parent / "nequip-train"
+    python = stock_python(tmp_path / "stock-venv")
     out = tmp_path / "cli"
-    result = subprocess.run(
-        [str(nequip_train), "-cp", str(paths["config"].parent), "-cn", "config",
-         "trainer.max_epochs=1", "trainer.accelerator=cpu", f"hydra.run.dir={out}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert (out / "last.ckpt").exists() and (out / "best.ckpt").exists()
-    rows = list(csv.DictReader(open(out / "csv" / "version_0" / "metrics.csv")))
+    rows = nequip_train_one_epoch(python, paths["config"].parent, out)
     val_mae = [float(r["val0_epoch/forces_mae"]) for r in rows if r.get("val0_epoch/forces_mae")]
     # the same config, seed and data: nequip-train's first epoch is our first epoch
     assert 1e3 * val_mae[0] == pytest.approx(reporter.metrics[0]["val_forces_mae"], rel=1e-6)
+    repackaged = nequip_package(python, out / "best.ckpt", tmp_path / "stock.nequip.zip")
+    assert repackaged.stat().st_size > 1000
 
     # the packaged model predicts what the checkpoint predicts
     from nequip.integrations.ase import NequIPCalculator

@@ -11,8 +11,8 @@ import torch
 
 from sweep.trainers.base import TrainContext, get_trainer
 
-shared = pytest.importorskip("sweep.trainers.nequip_shared")
-from sweep.trainers.nequip_config import NequIPParams, build_config  # noqa: E402
+shared = pytest.importorskip("sweep.trainers.nequip.shared")
+from sweep.trainers.nequip.config import NequIPParams, build_config  # noqa: E402
 
 TINY = {"num_layers": 2, "num_features": 8, "l_max": 1, "radial_mlp_width": 8, "batch_size": 3, "max_epochs": 2}
 
@@ -155,5 +155,5 @@ def test_shared_config_differs_only_in_the_data_module():
     args = {"type_names": ["Cu"], "train_file": "t.xyz", "val_file": "v.xyz", "seed": 0}
     plain, ours = build_config(params, **args), build_config(params, **args, share_data=True)
     assert plain["data"].pop("_target_") == "nequip.data.datamodule.ASEDataModule"
-    assert ours["data"].pop("_target_") == "sweep.trainers.nequip_shared.SharedASEDataModule"
+    assert ours["data"].pop("_target_") == "sweep.trainers.nequip.shared.SharedASEDataModule"
     assert plain == ours

@@ -1,8 +1,9 @@
-"""The embedded mini-TM23: classical-potential MD of the 27 metals in the archive's layout.
+"""The embedded mini-TM23: MD of the 27 metals, labelled at PBE level, in the archive's layout.
 
-``generate_archive`` writes the data set, ``potential_table`` lists each element's
-potential and its published source (fallbacks flagged), ``calculator_for`` gives the
-ASE calculator that labels an element.
+``generate_archive`` writes the data set (labels by :mod:`.labellers`, SevenNet-0 by
+default), ``potential_table`` lists each element's classical MD potential and its
+published source (fallbacks flagged), ``calculator_for`` gives the ASE calculator of that
+potential.
 """
 
 from sweep.data.generate.archive_writer import generate_archive, generate_element, split_counts

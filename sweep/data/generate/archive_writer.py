@@ -1,16 +1,25 @@
 """Generate the embedded mini-TM23 and write it in the real archive's layout.
 
-Per element: one vacancy supercell (seeded), then per temperature a Langevin
-trajectory at 0.25/0.75/1.25 Tmelt labelled by the element's classical potential.
-The first 90% of each trajectory's frames are train and the last 10% test, as the
-archive's first 900 / last 100; the ``2700cwm`` files concatenate the three
-temperatures. The whole collection is built in a temporary sibling and swapped in,
-so an interrupted run leaves no half-written archive.
+Per element: one vacancy supercell (seeded), then per temperature a Langevin trajectory
+at 0.25/0.75/1.25 Tmelt driven by the element's classical potential (the melt first
+melted at 2 Tmelt), sampled every 50 fs after 5 ps, each frame labelled by the data
+set's labeller (SevenNet-0 by default, PBE level). The first 90% of each trajectory's
+frames are train and the last 10% test, as the archive's first 900 / last 100; the
+``2700cwm`` files concatenate the three temperatures.
+
+Trajectories run in worker processes (one thread each, ``jobs`` at a time). Each element's
+files are cached by their inputs (:mod:`sweep.data.generate.cache`). The collection is
+built in a temporary sibling and renamed into place only when every element is done; an
+existing collection, whoever wrote it, is never replaced.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +29,9 @@ from ase import Atoms
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sweep.data.archive import COLLECTION_DIR, combined_filename, per_temperature_filename
+from sweep.data.frames import relabel
+from sweep.data.generate.cache import PROTOCOL_VERSION, ElementCache, element_key
+from sweep.data.generate.labellers import DEFAULT_LABELLER, get_labeller
 from sweep.data.generate.md import MDSettings, run_trajectory
 from sweep.data.generate.potentials import calculator_for, potential_info
 from sweep.data.generate.structures import perfect_supercell, vacancy_supercell
@@ -42,33 +54,31 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 
 
-def generate_element(
-    symbol: str,
-    frames_per_temperature: int,
-    seed: int,
-    settings: MDSettings = MDSettings(),
-    on_frame=None,
-    on_temperature=None,
-) -> dict[str, list[Atoms]]:
-    """Labelled frames of one element at cold, warm and melt, by temperature label.
-
-    ``on_temperature(label)`` is called before each trajectory and ``on_frame(k)``
-    after each sampled frame (for progress display).
-    """
+def generate_trajectory(symbol: str, label: str, frames_per_temperature: int, seed: int,
+                        settings: MDSettings = MDSettings(), labeller: str = DEFAULT_LABELLER) -> list[Atoms]:
+    """One trajectory of ``symbol`` at temperature ``label``: MD by the classical potential, labels by ``labeller``."""
     element = get_element(symbol)
     start, site = vacancy_supercell(element, _rng(seed, element.Z))
-    n_perfect = len(perfect_supercell(element))
-    info = potential_info(symbol)
-    out: dict[str, list[Atoms]] = {}
-    for t_index, label in enumerate(TEMPERATURES):
-        if on_temperature is not None:
-            on_temperature(label)
-        base = {"element": symbol, "temperature": label, "vacancy_site": site, "n_perfect_supercell": n_perfect,
-                "potential": info.pair_style, "potential_fallback": info.fallback}
-        out[label] = run_trajectory(start, calculator_for(symbol), element.temperature(label),
-                                    frames_per_temperature, _rng(seed, element.Z, t_index + 1), settings,
-                                    info=base, on_frame=on_frame)
-    return out
+    md = potential_info(symbol)
+    who = get_labeller(labeller)
+    base = {"element": symbol, "temperature": label, "vacancy_site": site,
+            "n_perfect_supercell": len(perfect_supercell(element)), "md_potential": md.pair_style,
+            "md_potential_fallback": md.fallback, "protocol_version": PROTOCOL_VERSION, **who.describe()}
+    premelt = settings.premelt_factor * element.t_melt if label == "melt" else None
+    frames = run_trajectory(start, calculator_for(symbol), element.temperature(label), frames_per_temperature,
+                            _rng(seed, element.Z, TEMPERATURES.index(label) + 1), settings, info=base,
+                            premelt_K=premelt)
+    if who.name == "classical":  # the MD potential labelled the frames already
+        return frames
+    calculator = who.calculator(symbol)
+    return [relabel(frame, calculator) for frame in frames]
+
+
+def generate_element(symbol: str, frames_per_temperature: int, seed: int, settings: MDSettings = MDSettings(),
+                     labeller: str = DEFAULT_LABELLER) -> dict[str, list[Atoms]]:
+    """Labelled frames of one element at cold, warm and melt, by temperature label (in this process)."""
+    return {label: generate_trajectory(symbol, label, frames_per_temperature, seed, settings, labeller)
+            for label in TEMPERATURES}
 
 
 def write_element(folder: Path, symbol: str, frames: dict[str, list[Atoms]]) -> list[Path]:
@@ -107,31 +117,85 @@ def _check_request(elements: Sequence[str], frames_per_temperature: int) -> list
     return symbols
 
 
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per trajectory; the pool gives the parallelism
+
+
+def _element_inputs(symbol: str, frames_per_temperature: int, seed: int, settings: MDSettings,
+                    labeller: str) -> dict:
+    who = get_labeller(labeller)
+    return {"element": symbol, "frames_per_temperature": frames_per_temperature, "seed": seed,
+            "md": settings.model_dump(), "md_potential": potential_info(symbol).pair_style,
+            "labeller": who.describe()}
+
+
 def generate_archive(
     out: Path,
     elements: Sequence[str],
     frames_per_temperature: int = 100,
     seed: int = 0,
     progress: bool = True,
+    labeller: str = DEFAULT_LABELLER,
+    settings: MDSettings = MDSettings(),
+    cache_root: Path | None = None,
+    jobs: int = 1,
 ) -> Path:
     """Generate the mini archive under ``out`` and return its ``benchmarking_master_collection`` folder.
 
     Writes ``{El}_{cold|warm|melt}_nequip_{train|test}.xyz`` and ``{El}_2700cwm_{train|test}.xyz``
-    for each element, byte-identical for the same ``seed``. An existing collection at that
-    place is replaced whole, and only once every element has been generated.
+    for each element, byte-identical for the same inputs. Elements found in the cache under
+    ``cache_root`` are copied, the others generated in ``jobs`` worker processes (and cached).
+    An existing collection at ``out`` is refused before anything is computed.
     """
     symbols = _check_request(elements, frames_per_temperature)
+    get_labeller(labeller)
     collection = Path(out) / COLLECTION_DIR
+    if collection.exists():
+        raise InputError(collection, "--out", "an archive is already there and is never replaced; "
+                         "choose another --out or remove it yourself")
+    cache = ElementCache(cache_root) if cache_root is not None else None
+    inputs = {s: _element_inputs(s, frames_per_temperature, seed, settings, labeller) for s in symbols}
+    keys = {s: element_key(inputs[s]) for s in symbols}
+    cached = {s: cache.find(s, keys[s]) for s in symbols} if cache else {}
+    todo = [s for s in symbols if not cached.get(s)]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress) as bar, atomic_directory(collection) as tmp:
-        overall = bar.add_task("elements", total=len(symbols))
-        frames_task = bar.add_task("", total=frames_per_temperature)
-        for symbol in symbols:
-            def on_temperature(label: str, symbol=symbol) -> None:
-                bar.reset(frames_task, total=frames_per_temperature, description=f"{symbol} {label}")
-
-            frames = generate_element(symbol, frames_per_temperature, seed,
-                                      on_frame=lambda _k: bar.advance(frames_task), on_temperature=on_temperature)
-            write_element(tmp, symbol, frames)
-            bar.advance(overall)
+    try:
+        with Progress(*columns, disable=not progress) as bar, atomic_directory(collection, replace=False) as tmp, \
+                tempfile.TemporaryDirectory(dir=tmp.parent, prefix=f".{COLLECTION_DIR}.build.") as build:
+            task = bar.add_task(f"trajectories ({len(symbols) - len(todo)} elements cached)", total=3 * len(todo))
+            for symbol in symbols:
+                if cached.get(symbol):
+                    for path in sorted(cached[symbol].glob("*.xyz")):
+                        shutil.copy2(path, tmp / path.name)
+            frames = _run_trajectories(todo, frames_per_temperature, seed, settings, labeller, jobs,
+                                       on_done=lambda: bar.advance(task))
+            for symbol in todo:
+                folder = Path(build) / symbol
+                folder.mkdir()
+                for path in write_element(folder, symbol, frames[symbol]):
+                    shutil.copy2(path, tmp / path.name)
+                if cache is not None:
+                    cache.store(symbol, keys[symbol], inputs[symbol], folder)
+    except FileExistsError:
+        raise InputError(collection, "--out", "an archive appeared there while generating; it is left as it is") \
+            from None
     return collection
+
+
+def _run_trajectories(symbols: list[str], frames_per_temperature: int, seed: int, settings: MDSettings,
+                      labeller: str, jobs: int, on_done) -> dict[str, dict[str, list[Atoms]]]:
+    """Every (element, temperature) trajectory of ``symbols``, ``jobs`` worker processes at a time."""
+    out: dict[str, dict[str, list[Atoms]]] = {s: {} for s in symbols}
+    if not symbols:
+        return out
+    context = multiprocessing.get_context("spawn")  # LAMMPS and torch do not survive a fork
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context, initializer=_worker_init) as pool:
+        futures = {pool.submit(generate_trajectory, s, label, frames_per_temperature, seed, settings, labeller):
+                   (s, label) for s in symbols for label in TEMPERATURES}
+        for future in as_completed(futures):
+            symbol, label = futures[future]
+            out[symbol][label] = future.result()
+            on_done()
+    return out

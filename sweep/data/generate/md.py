@@ -1,8 +1,11 @@
-"""Langevin MD at one temperature: equilibrate, then sample labelled frames at a fixed interval.
+"""Langevin MD at one temperature: (melt,) equilibrate, then sample frames at a fixed interval.
 
-This mirrors the TM23 protocol (AIMD, equilibration dropped, frames every fixed time)
-with a classical calculator. The centre of mass is held fixed (``FixCom``), so the
-kinetic temperature has 3N - 3 degrees of freedom; each frame records it.
+This mirrors the TM23 protocol (NVT AIMD, 5 ps of equilibration dropped, a frame every
+50 fs) with a cheap classical calculator driving the dynamics; the sampled frames are then
+labelled by the data set's labeller (:mod:`sweep.data.generate.labellers`), as the paper
+relabelled its Γ-point AIMD frames at a denser k-mesh. A liquid trajectory is first melted
+well above Tmelt, then held at its own temperature. The centre of mass is held fixed
+(``FixCom``), so the kinetic temperature has 3N - 3 degrees of freedom; each frame records it.
 """
 
 from __future__ import annotations
@@ -26,8 +29,14 @@ class MDSettings(BaseModel):
 
     timestep_fs: float = Field(default=2.0, gt=0, le=10)
     friction_per_fs: float = Field(default=0.02, gt=0, description="Langevin friction, 1/fs")
-    equilibration_steps: int = Field(default=300, ge=0, description="dropped before the first sample")
-    sample_interval: int = Field(default=10, ge=1, description="MD steps between two sampled frames")
+    equilibration_fs: float = Field(default=5000.0, ge=0, description="dropped before the first sample")
+    sample_interval_fs: float = Field(default=50.0, gt=0, description="time between two sampled frames")
+    premelt_factor: float = Field(default=2.0, ge=1, description="a liquid trajectory melts first at this × Tmelt")
+    premelt_fs: float = Field(default=3000.0, ge=0, description="time spent melting before equilibration")
+
+    def steps(self, time_fs: float) -> int:
+        """MD steps covering ``time_fs``."""
+        return int(round(time_fs / self.timestep_fs))
 
 
 class MDBlowUp(RuntimeError):
@@ -61,28 +70,35 @@ def run_trajectory(
     settings: MDSettings = MDSettings(),
     info: dict | None = None,
     on_frame: Callable[[int], None] | None = None,
+    premelt_K: float | None = None,
 ) -> list[Atoms]:
-    """Run Langevin MD of ``atoms`` at ``temperature_K`` and return ``n_frames`` labelled frames.
+    """Run Langevin MD of ``atoms`` at ``temperature_K`` and return ``n_frames`` frames labelled by ``calculator``.
 
-    Velocities start from a Maxwell-Boltzmann draw of ``rng`` (zero total momentum);
-    ``settings.equilibration_steps`` are dropped, then a frame is kept every
-    ``settings.sample_interval`` steps. Each frame's ``info`` gets ``info`` plus the
-    target ``temperature_K``, the frame's kinetic ``md_temperature_K`` and ``md_time_fs``.
+    Velocities start from a Maxwell-Boltzmann draw of ``rng`` (zero total momentum). With
+    ``premelt_K``, the run first spends ``settings.premelt_fs`` at that temperature. Then
+    ``settings.equilibration_fs`` are dropped, and a frame is kept every
+    ``settings.sample_interval_fs``. Each frame's ``info`` gets ``info`` plus the target
+    ``temperature_K``, the frame's kinetic ``md_temperature_K`` and ``md_time_fs`` (counted
+    from the start of equilibration).
     """
     atoms = atoms.copy()
     atoms.set_constraint(FixCom())
     atoms.calc = calculator
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=premelt_K or temperature_K, rng=rng)
     Stationary(atoms)
-    dyn = Langevin(atoms, settings.timestep_fs * units.fs, temperature_K=temperature_K,
+    dyn = Langevin(atoms, settings.timestep_fs * units.fs, temperature_K=premelt_K or temperature_K,
                    friction=settings.friction_per_fs / units.fs, fixcm=False, rng=rng)
+    if premelt_K and settings.premelt_fs:
+        dyn.run(settings.steps(settings.premelt_fs))
+        dyn.set_temperature(temperature_K=temperature_K)
     base = dict(info or {})
     frames: list[Atoms] = []
-    if settings.equilibration_steps:
-        dyn.run(settings.equilibration_steps)
+    equilibration, interval = settings.steps(settings.equilibration_fs), settings.steps(settings.sample_interval_fs)
+    if equilibration:
+        dyn.run(equilibration)
     for k in range(n_frames):
-        dyn.run(settings.sample_interval)
-        step = settings.equilibration_steps + (k + 1) * settings.sample_interval
+        dyn.run(interval)
+        step = equilibration + (k + 1) * interval
         frame_info = {**base, "temperature_K": float(temperature_K),
                       "md_temperature_K": kinetic_temperature(atoms),
                       "md_time_fs": step * settings.timestep_fs}

@@ -5,7 +5,7 @@ differ only in ζ or in the σ's (signal and noise) build the very same FLARE
 ``Structure``s from the same frames: FLARE's constructor computes the neighbour list and
 the B2 descriptors with their force derivatives, which depend on the frame and on the
 descriptor settings (kind, r_cut, n_max, l_max, species, radial basis and cutoff function,
-all in :class:`~sweep.trainers.flare.DescriptorSpec`) and on nothing else.
+all in :class:`~sweep.trainers.flare.structures.DescriptorSpec`) and on nothing else.
 
 :func:`get_structure` keeps such structures in a process-wide cache, keyed by the spec and a
 digest of the frame (atomic numbers, positions, cell, pbc; the labels too for a labelled

@@ -1,11 +1,30 @@
 """NequIP's own Hydra configuration, built from typed hyperparameters.
 
-:class:`NequIPParams` is the validated set of knobs a sweep may turn; :func:`build_config`
-turns them into the nested dict that ``nequip-train`` reads as ``config.yaml``: an
-``ASEDataModule`` over extxyz files, a ``NequIPGNNModel`` inside an ``EMALightningModule``
-with Adam, ``EnergyForceStressLoss`` (per-atom energy), ``EnergyForceStressMetrics`` for
-validation, and the paper's schedule (learning rate × 0.2 when the validation force MAE
-stalls for ``patience`` epochs, stop once it falls below ``min_lr``).
+In NequIP's design a model is one block of the config (``training_module.model``); the data
+module, loss, metrics, optimiser and schedule around it are the framework's. So
+:class:`FrameworkParams` holds the framework's knobs, each family's params class adds its
+model's and says how to write its block (:meth:`FrameworkParams.model_block`):
+:class:`NequIPParams` writes ``nequip.model.NequIPGNNModel``; Allegro's writes
+``allegro.model.AllegroModel`` (:mod:`sweep.trainers.allegro`).
+
+:func:`build_config` turns them into the nested dict that ``nequip-train`` reads as
+``config.yaml``: an ``ASEDataModule`` over extxyz files, the model inside an
+``EMALightningModule`` with Adam, ``EnergyForceStressLoss`` (per-atom energy),
+``EnergyForceStressMetrics`` for validation, and the paper's schedule (learning rate × 0.2
+when the validation force MAE stalls for ``patience`` epochs, stop once it falls below
+``min_lr``).
+
+A ``stock`` config (what an export writes) names only nequip's, Lightning's and torch's
+classes, so that it runs where this package is not installed. Two things of the sweep's
+config have no stock counterpart and are left out of it:
+
+- the stop below ``min_lr`` (:class:`~sweep.trainers.nequip.callbacks.StopBelowMinLR`):
+  Lightning's ``EarlyStopping`` watches only metrics the module logs, and NequIP logs no
+  learning rate. The stock config sets ``trainer.max_epochs`` to the epochs the training
+  actually ran, so the same schedule stops at the same epoch;
+- the Voigt stress metrics (:class:`~sweep.trainers.nequip.callbacks.VoigtStress`), which
+  are reported but steer nothing (neither the loss, nor the monitored metric, nor
+  ``best.ckpt``); NequIP's own ``stress_mae`` averages the 9 tensor entries.
 
 This module imports neither torch nor nequip, so that hyperparameters can be checked cheaply.
 """
@@ -20,33 +39,29 @@ from sweep.trainers.base import HyperParams
 
 #: The validation metric the schedule, the early stop and the ``best.ckpt`` follow.
 MONITOR = "val0_epoch/forces_mae"
-#: Lightning callback (in :mod:`sweep.trainers.nequip`) that stops training once the LR < ``min_lr``.
-STOP_CALLBACK_TARGET = "sweep.trainers.nequip.StopBelowMinLR"
-#: NequIP field modifier (in :mod:`sweep.trainers.nequip`) giving stress as the Voigt 6-vector.
-VOIGT_STRESS_TARGET = "sweep.trainers.nequip.VoigtStress"
-#: Data module that reuses frames and neighbour lists across trainings (:mod:`sweep.trainers.nequip_shared`).
-SHARED_DATAMODULE_TARGET = "sweep.trainers.nequip_shared.SharedASEDataModule"
+#: Lightning callback that stops training once the LR < ``min_lr`` (:mod:`sweep.trainers.nequip.callbacks`).
+STOP_CALLBACK_TARGET = "sweep.trainers.nequip.callbacks.StopBelowMinLR"
+#: NequIP field modifier giving stress as the Voigt 6-vector (:mod:`sweep.trainers.nequip.callbacks`).
+VOIGT_STRESS_TARGET = "sweep.trainers.nequip.callbacks.VoigtStress"
+#: Data module that reuses frames and neighbour lists across trainings (:mod:`sweep.trainers.nequip.shared`).
+SHARED_DATAMODULE_TARGET = "sweep.trainers.nequip.shared.SharedASEDataModule"
 #: Where ``nequip-train`` puts its outputs when the YAML is run by Hydra.
 HYDRA_OUTPUT_DIR = "${hydra:runtime.output_dir}"
 
 
-class NequIPParams(HyperParams):
-    """NequIP hyperparameters, named as NequIP names them; defaults are sized for tiny CPU runs."""
+class FrameworkParams(HyperParams):
+    """The NequIP framework's knobs around a model block: cutoff, loss, optimisation, schedule, data."""
 
-    # --- model (nequip.model.NequIPGNNModel) ---
     r_max: float = Field(4.0, gt=0, description="cutoff radius in Å (NequIP's r_max / cutoff_radius)")
-    num_layers: int = Field(2, ge=1, description="interaction blocks")
-    l_max: int = Field(1, ge=0, le=6, description="maximum rotation order of the features")
-    num_features: int = Field(8, ge=1, description="feature multiplicity per irrep")
-    parity: bool = Field(True, description="include odd-parity features")
-    radial_mlp_depth: int = Field(1, ge=1)
-    radial_mlp_width: int = Field(16, ge=1)
-    num_bessels: int = Field(8, ge=1)
-    polynomial_cutoff_p: int = Field(6, ge=1)
     model_dtype: Literal["float32", "float64"] = "float64"
     # --- loss (nequip.train.EnergyForceStressLoss, per-atom energy) ---
     energy_weight: float = Field(1.0, ge=0)
     forces_weight: float = Field(1.0, ge=0)
+    # The paper's coefficients are 1, 1, 1. Stress in eV/Å³ is about a hundred times smaller than
+    # forces in eV/Å, so at 1 its squared error hardly enters the loss of a short training, and since
+    # energies and forces at one volume do not fix a model's pressure, the fitted pressure then sits
+    # GPa off the labels. The short spaces (demo, Allegro, MACE) use 100: an error of 0.01 eV/Å³
+    # (1.6 GPa) then weighs as much as a force error of 0.1 eV/Å.
     stress_weight: float = Field(1.0, ge=0)
     # --- optimisation (EMALightningModule + Adam + ReduceLROnPlateau) ---
     learning_rate: float = Field(0.01, gt=0)
@@ -68,9 +83,53 @@ class NequIPParams(HyperParams):
             raise ValueError("energy_weight, forces_weight and stress_weight are all 0: nothing to fit")
         return value
 
+    def model_block(self) -> dict[str, Any]:
+        """The ``training_module.model`` block of the config (each family's own)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def data_statistics() -> dict[str, str]:
+        """The model keys NequIP fills from the training data's statistics."""
+        return {"avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
+                "per_type_energy_shifts": "${training_data_stats:per_atom_energy_mean}",
+                "per_type_energy_scales": "${training_data_stats:forces_rms}"}
+
+
+class NequIPParams(FrameworkParams):
+    """NequIP hyperparameters, named as NequIP names them; defaults are sized for tiny CPU runs."""
+
+    # --- model (nequip.model.NequIPGNNModel) ---
+    num_layers: int = Field(2, ge=1, description="interaction blocks")
+    l_max: int = Field(1, ge=0, le=6, description="maximum rotation order of the features")
+    num_features: int = Field(8, ge=1, description="feature multiplicity per irrep")
+    parity: bool = Field(True, description="include odd-parity features")
+    radial_mlp_depth: int = Field(1, ge=1)
+    radial_mlp_width: int = Field(16, ge=1)
+    num_bessels: int = Field(8, ge=1)
+    polynomial_cutoff_p: int = Field(6, ge=1)
+
+    def model_block(self) -> dict[str, Any]:
+        """``nequip.model.NequIPGNNModel`` with these hyperparameters."""
+        return {
+            "_target_": "nequip.model.NequIPGNNModel",
+            "seed": "${seed}",
+            "model_dtype": self.model_dtype,
+            "type_names": "${model_type_names}",
+            "r_max": "${cutoff_radius}",
+            "l_max": self.l_max,
+            "parity": self.parity,
+            "num_layers": self.num_layers,
+            "num_features": self.num_features,
+            "radial_mlp_depth": self.radial_mlp_depth,
+            "radial_mlp_width": self.radial_mlp_width,
+            "num_bessels": self.num_bessels,
+            "polynomial_cutoff_p": self.polynomial_cutoff_p,
+            **self.data_statistics(),
+        }
+
 
 def build_config(
-    params: NequIPParams,
+    params: FrameworkParams,
     *,
     type_names: list[str],
     train_file: str,
@@ -80,6 +139,8 @@ def build_config(
     accelerator: str = "auto",
     progress_bar: bool = False,
     share_data: bool = False,
+    stock: bool = False,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
     """The ``nequip-train`` config for ``params``, as a plain dict (dump it with OmegaConf).
 
@@ -88,6 +149,8 @@ def build_config(
     NequIP's interpolations (``${seed}``, ``${training_data_stats:...}``) unresolved.
     ``share_data`` swaps nequip's ``ASEDataModule`` for ours with the same arguments, which
     caches read frames and neighbour lists in the process (same results, less work).
+    ``stock`` leaves out what needs this package (see the module docstring) and trains
+    ``epochs`` epochs (default ``max_epochs``).
     """
     loss_coeffs = {"total_energy": params.energy_weight, "forces": params.forces_weight,
                    "stress": params.stress_weight}
@@ -119,7 +182,7 @@ def build_config(
         },
         "trainer": {
             "_target_": "lightning.Trainer",
-            "max_epochs": params.max_epochs,
+            "max_epochs": epochs if stock and epochs is not None else params.max_epochs,
             "check_val_every_n_epoch": 1,
             "log_every_n_steps": 1,
             "num_sanity_val_steps": 0,
@@ -135,7 +198,7 @@ def build_config(
                 {"_target_": "lightning.pytorch.callbacks.ModelCheckpoint", "dirpath": output_dir,
                  "filename": "best", "monitor": MONITOR, "mode": "min", "save_top_k": 1,
                  "save_last": True, "enable_version_counter": False},
-                {"_target_": STOP_CALLBACK_TARGET, "min_lr": params.min_lr},
+                *([] if stock else [{"_target_": STOP_CALLBACK_TARGET, "min_lr": params.min_lr}]),
             ],
         },
         "training_module": {
@@ -150,7 +213,7 @@ def build_config(
                                        "stress_rmse": params.stress_weight},
                             # NequIP's stress metrics average the 9 components of the 3x3
                             # tensor; ours (sweep.metrics) the 6 Voigt components
-                            "extra_metrics": [
+                            "extra_metrics": [] if stock else [
                                 {"name": f"stress_voigt_{stat}", "field": {"_target_": VOIGT_STRESS_TARGET},
                                  "metric": {"_target_": f"nequip.train.{metric}"}}
                                 for stat, metric in (("mae", "MeanAbsoluteError"),
@@ -163,23 +226,6 @@ def build_config(
                 "interval": "epoch",
                 "frequency": 1,
             },
-            "model": {
-                "_target_": "nequip.model.NequIPGNNModel",
-                "seed": "${seed}",
-                "model_dtype": params.model_dtype,
-                "type_names": "${model_type_names}",
-                "r_max": "${cutoff_radius}",
-                "l_max": params.l_max,
-                "parity": params.parity,
-                "num_layers": params.num_layers,
-                "num_features": params.num_features,
-                "radial_mlp_depth": params.radial_mlp_depth,
-                "radial_mlp_width": params.radial_mlp_width,
-                "num_bessels": params.num_bessels,
-                "polynomial_cutoff_p": params.polynomial_cutoff_p,
-                "avg_num_neighbors": "${training_data_stats:num_neighbors_mean}",
-                "per_type_energy_shifts": "${training_data_stats:per_atom_energy_mean}",
-                "per_type_energy_scales": "${training_data_stats:forces_rms}",
-            },
+            "model": params.model_block(),
         },
     }

@@ -37,7 +37,7 @@ from nequip.data.datamodule import ASEDataModule
 from nequip.data.dataset import ASEDataset, AtomicDataset
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sweep.trainers.nequip_config import SHARED_DATAMODULE_TARGET
+from sweep.trainers.nequip.config import SHARED_DATAMODULE_TARGET
 
 _SHARED_DATASET_TARGET = SHARED_DATAMODULE_TARGET.replace("SharedASEDataModule", "SharedASEDataset")
 _ASE_DATASET_TARGET = "nequip.data.dataset.ASEDataset"

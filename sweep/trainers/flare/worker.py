@@ -1,4 +1,4 @@
-"""One MPI rank of a parallel FLARE job: ``mpiexec -n N python -m sweep.trainers.flare_worker JOB.pkl``.
+"""One MPI rank of a parallel FLARE job: ``mpiexec -n N python -m sweep.trainers.flare.worker JOB.pkl``.
 
 Rank 0 writes protocol events (``@flare {json}``) to the real stdout; FLARE's own chatter
 (C++ ``std::cout`` and Python prints) from every rank goes to ``rank<R>.log`` beside the
@@ -34,15 +34,12 @@ def main(argv: list[str] | None = None) -> int:
             events.flush()
 
     try:
-        from sweep.trainers import flare_parallel
+        from sweep.trainers.flare.parallel import run_training
 
-        job = pickle.loads(job_file.read_bytes())
-        if job["mode"] == "train":
-            flare_parallel.run_training(comm, job, emit)
-        elif job["mode"] == "predict":
-            flare_parallel.run_prediction(comm, job, emit)
-        else:
+        job = pickle.loads(job_file.read_bytes())  # our own job file, written by the launching trial
+        if job["mode"] != "train":
             raise ValueError(f"unknown job mode {job['mode']!r}")
+        run_training(comm, job, emit)
     except BaseException:  # noqa: BLE001 - report, then take every rank down
         sys.stderr.write(f"rank {rank}: " + traceback.format_exc())
         sys.stderr.flush()

@@ -1,0 +1,115 @@
+"""Warm starts across metals: neighbours' best points go first into a metal's Optuna search."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweep.tune.ledger import Ledger, LedgerRecord
+from sweep.tune.search import SPEC_KEY, GroupedSearcher
+from sweep.tune.space import parse_space
+from sweep.tune.warm_start import in_space, neighbours_first, warm_starts_for
+
+SPACE = """
+elements: [Cu, Ag, Ti]
+task: grid
+search: {{algorithm: tpe, num_samples: 8, startup_trials: 2, seed: 3, warm_start: {warm}}}
+studies:
+  - model: flare
+    params:
+      r_cut: {{grid: [3.5, 4.0, 4.5, 5.0, 5.5]}}
+      n_max: {{grid: [3, 4, 5, 6]}}
+      zeta: {{choice: [1, 2]}}
+"""
+
+
+def test_neighbours_go_same_group_then_next_door_then_same_structure():
+    order = neighbours_first("Cu", ["Ti", "Pt", "Ni", "Au", "Zn", "Ag", "Fe", "Cu"])
+    assert order[:2] == ["Ag", "Au"]  # group 11
+    assert order[2:4] == ["Ni", "Zn"]  # period 4, one group away
+    assert order[4] == "Pt"  # fcc like Cu
+    assert set(order[5:]) == {"Ti", "Fe"} and "Cu" not in order
+
+
+def test_a_point_outside_the_targets_space_is_not_offered():
+    searched = parse_space(SPACE.format(warm="true"), "s.yaml").searched(0)
+    assert in_space({"r_cut": 4.0, "n_max": 5, "zeta": 2, "l_max": 3}, searched) == {"r_cut": 4.0, "n_max": 5,
+                                                                                      "zeta": 2}
+    assert in_space({"r_cut": 4.2, "n_max": 5, "zeta": 2}, searched) is None  # not a grid value
+    assert in_space({"r_cut": 4.0, "zeta": 2}, searched) is None  # a searched name missing
+
+
+def _suggest_all(searcher, n):
+    out = []
+    for i in range(n):
+        config = searcher.suggest(f"t{i}")
+        out.append((f"t{i}", config[SPEC_KEY]))
+    return out
+
+
+def _searcher(tmp_path, warm: str, name="now"):
+    loaded = parse_space(SPACE.format(warm=warm), "s.yaml")
+    return GroupedSearcher(loaded, warm_starts_for(loaded, tmp_path, name))
+
+
+def test_a_neighbours_best_so_far_is_tried_next_once_it_has_its_startup_results(tmp_path):
+    searcher = _searcher(tmp_path, "true")
+    first = _suggest_all(searcher, 6)  # two rounds over Cu, Ag, Ti: nothing finished yet, nothing enqueued
+    assert searcher.warm_points() == {"flare/Cu/grid": [], "flare/Ag/grid": [], "flare/Ti/grid": []}
+    ag = [(tid, spec["params"]) for tid, spec in first if spec["element"] == "Ag"]
+    for value, (tid, _) in zip((0.30, 0.10), ag):
+        searcher.on_trial_complete(tid, {"val_forces_mae": value})
+    best_ag = ag[1][1]
+    (_, cu), = [x for x in _suggest_all_from(searcher, 6, 3) if x[1]["element"] == "Cu"]
+    assert cu["params"] == best_ag  # Cu's next trial is Ag's best, group 11
+    # Ti (group 4, hcp) has no close neighbour but still gets the only finished one, Ag
+    assert searcher.warm_points()["flare/Ti/grid"] == [best_ag]
+    assert searcher.warm_points()["flare/Ag/grid"] == []  # never its own
+
+
+def _suggest_all_from(searcher, start, n):
+    return [(f"t{i}", searcher.suggest(f"t{i}")[SPEC_KEY]) for i in range(start, start + n)]
+
+
+def test_an_earlier_sweeps_best_seeds_the_first_trial_and_the_flag_turns_it_off(tmp_path):
+    earlier = {"r_cut": 5.5, "n_max": 6, "zeta": 1, "l_max": 2}
+    worse = {"r_cut": 3.5, "n_max": 3, "zeta": 1, "l_max": 2}
+    for digest, params, value in (("a" * 16, earlier, 0.05), ("b" * 16, worse, 0.5)):
+        Ledger(tmp_path / "before").put(LedgerRecord(
+            config_hash=digest, status="finished", model="flare", element="Au", task="grid", seed=0, params=params,
+            metrics={"val_forces_mae": value}, work_dir="w", finished_at=1.0))
+    on = _suggest_all(_searcher(tmp_path, "true"), 3)
+    assert [spec["params"] for _, spec in on if spec["element"] in ("Cu", "Ag")] == [
+        {"r_cut": 5.5, "n_max": 6, "zeta": 1}] * 2  # group 11, like Au: Au's best first
+    off = _suggest_all(_searcher(tmp_path, "false"), 3)
+    assert {"r_cut": 5.5, "n_max": 6, "zeta": 1} not in [spec["params"] for _, spec in off]
+
+
+def test_grid_search_takes_no_warm_start(tmp_path):
+    loaded = parse_space(SPACE.format(warm="true").replace("algorithm: tpe", "algorithm: grid")
+                         .replace("choice: [1, 2]", "grid: [1, 2]"), "s.yaml")
+    assert warm_starts_for(loaded, tmp_path, "now") is None
+
+
+@pytest.mark.parametrize("bad", ["warm_start: 3", "warm_neighbours: 0"])
+def test_bad_warm_start_settings_name_the_field(bad):
+    from sweep.errors import InputError
+
+    text = SPACE.format(warm="true").replace("warm_start: true", bad)
+    with pytest.raises(InputError, match="search.warm"):
+        parse_space(text, "s.yaml")
+
+
+def test_an_unreadable_earlier_sweep_is_skipped_not_fatal(tmp_path):
+    from sweep.tune.warm_start import earlier_bests
+
+    good = {"r_cut": 5.5, "n_max": 6, "zeta": 1}
+    Ledger(tmp_path / "good").put(LedgerRecord(
+        config_hash="c" * 16, status="finished", model="flare", element="Au", task="grid", seed=0, params=good,
+        metrics={"val_forces_mae": 0.05}, work_dir="w", finished_at=1.0))
+    Ledger(tmp_path / "stopped").put(LedgerRecord(
+        config_hash="d" * 16, status="stopped", model="flare", element="Ag", task="grid", seed=0, params=good,
+        metrics={"val_forces_mae": 0.01}, work_dir="w", finished_at=1.0))
+    (tmp_path / "broken" / "ledger").mkdir(parents=True)
+    (tmp_path / "broken" / "ledger" / "x.json").write_text("{not json")
+    found = earlier_bests(tmp_path, "now", "val_forces_mae", "min")
+    assert found == {("flare", "grid", "Au"): (0.05, good)}  # neither the stopped trial nor the broken sweep
