@@ -47,12 +47,16 @@ def run(
     runs_dir: RunsDir = None,
     num_cpus: NumCpus = None,
     live: Live = None,
+    warm_start: Annotated[bool, typer.Option(
+        "--warm-start/--no-warm-start",
+        help="Seed each metal's search with its finished neighbours' best configurations (tpe, optuna-grid); "
+             "chosen when the sweep starts.")] = True,
 ) -> None:
     """Run a sweep; with the NAME of an existing sweep of the same space, continue it."""
     from sweep.tune.runner import run_sweep
 
     summary = run_sweep(space, store, name=name, runs_dir=runs_dir, address=address, num_cpus=num_cpus, live=live,
-                        loopback_only=True)
+                        loopback_only=True, warm_start=warm_start)
     _report(summary)
 
 

@@ -67,6 +67,8 @@ class SweepInfo(BaseModel):
     store: str
     created: float
     tracking_uri: str
+    #: whether each metal's search starts from its finished neighbours' bests (chosen when the sweep starts)
+    warm_start: bool = True
 
 
 @dataclass
@@ -111,8 +113,11 @@ class SweepSummary:
 
 def run_sweep(space: str | Path, store: str, name: str | None = None, runs_dir: str | Path | None = None,
               address: str | None = None, num_cpus: int | None = None, live: bool | None = None,
-              mlflow_retry_s: float = 60.0, loopback_only: bool = False) -> SweepSummary:
+              mlflow_retry_s: float = 60.0, loopback_only: bool = False, warm_start: bool = True) -> SweepSummary:
     """Start the sweep of ``space`` on ``store`` as ``name`` (default: the space's file stem), or continue it.
+
+    ``warm_start=False`` turns off the warm starts of :mod:`sweep.tune.warm_start` for a new sweep,
+    whatever its space says; a continued sweep keeps the choice it started with.
 
     ``loopback_only`` (the command line's default): a local Ray instance of a sweep that needs
     no network starts in a network namespace of its own with loopback only (:mod:`sweep.tune.network`);
@@ -134,9 +139,9 @@ def run_sweep(space: str | Path, store: str, name: str | None = None, runs_dir: 
     lock = DriverLock(sweep_dir).acquire()  # before the sweep's own files are written
     try:
         try:
-            uri = _define(sweep_dir, path, loaded, store, root)
-            return _execute(loaded, _norm_store(store), root, name, address, num_cpus, live, mlflow_retry_s, uri,
-                            loopback_only)
+            info = _define(sweep_dir, path, loaded, store, root, warm_start)
+            return _execute(loaded, _norm_store(store), root, name, address, num_cpus, live, mlflow_retry_s,
+                            info.tracking_uri, loopback_only, info.warm_start)
         finally:
             lock.release()
     except InputError:
@@ -145,8 +150,8 @@ def run_sweep(space: str | Path, store: str, name: str | None = None, runs_dir: 
         raise
 
 
-def _define(sweep_dir: Path, path: Path, loaded: LoadedSpace, store: str, root: Path) -> str:
-    """Write a new sweep's ``sweep.json`` and ``space.yaml``, or check an existing one; returns its tracking URI."""
+def _define(sweep_dir: Path, path: Path, loaded: LoadedSpace, store: str, root: Path, warm_start: bool) -> SweepInfo:
+    """Write a new sweep's ``sweep.json`` and ``space.yaml``, or check an existing one; returns what it holds."""
     info_path = sweep_dir / SWEEP_FILE
     name = sweep_dir.name
     if info_path.exists() and _started(sweep_dir):
@@ -157,14 +162,16 @@ def _define(sweep_dir: Path, path: Path, loaded: LoadedSpace, store: str, root: 
                                            "or choose another --name")
         if _norm_store(info.store) != _norm_store(store):
             raise InputError(store, "store", f"sweep {name!r} was started on store {info.store}")
-        return saved_tracking_uri(info)
+        if info.warm_start and not warm_start:
+            log.warning("sweep %s started with warm starts; a continued sweep keeps them", name)
+        return info.model_copy(update={"tracking_uri": saved_tracking_uri(info)})
     # new, or created but never started (say, refused for its resources): (re)define it
     uri = _tracking(root)
     atomic_write_text(sweep_dir / SPACE_COPY, loaded.text)
-    atomic_write_json(info_path, SweepInfo(name=name, space_source=str(path.absolute()), space_digest=loaded.digest,
-                                           store=_norm_store(store), created=time.time(),
-                                           tracking_uri=uri).model_dump())
-    return uri
+    info = SweepInfo(name=name, space_source=str(path.absolute()), space_digest=loaded.digest,
+                     store=_norm_store(store), created=time.time(), tracking_uri=uri, warm_start=warm_start)
+    atomic_write_json(info_path, info.model_dump())
+    return info
 
 
 def _read_info(info_path: Path) -> SweepInfo:
@@ -229,7 +236,7 @@ def resume_sweep(name: str, runs_dir: str | Path | None = None, store: str | Non
     _preflight(root, sweep_dir, uri)
     with DriverLock(sweep_dir):
         return _execute(loaded, _norm_store(store or info.store), root, name, address, num_cpus, live,
-                        mlflow_retry_s, uri, loopback_only)
+                        mlflow_retry_s, uri, loopback_only, info.warm_start)
 
 
 def check_store(loaded: LoadedSpace, store_uri: str):
@@ -272,7 +279,7 @@ def _tracking(root: Path) -> str:
 
 def _execute(loaded: LoadedSpace, store_uri: str, root: Path, name: str, address: str | None,
              num_cpus: int | None, live: bool | None, mlflow_retry_s: float, uri: str,
-             loopback_only: bool = False) -> SweepSummary:
+             loopback_only: bool = False, warm_start: bool = True) -> SweepSummary:
     """Run the sweep under the driver lease (the caller holds it): Ray up, checks, Tune, Ray down."""
     from sweep.tune.processes import kill_leftovers, record_driver
 
@@ -303,7 +310,7 @@ def _execute(loaded: LoadedSpace, store_uri: str, root: Path, name: str, address
             record_driver(sweep_dir, started_ray=True)
         else:
             check_cluster(root, uri)
-        return _fit(loaded, store_uri, root, name, live, mlflow_retry_s, started, uri)
+        return _fit(loaded, store_uri, root, name, live, mlflow_retry_s, started, uri, warm_start)
     finally:
         if started_ray or address is not None:
             ray.shutdown()
@@ -376,7 +383,7 @@ def _quiet_ray() -> None:
 
 
 def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool | None,
-         mlflow_retry_s: float, started: float, uri: str) -> SweepSummary:
+         mlflow_retry_s: float, started: float, uri: str, warm_start: bool) -> SweepSummary:
     import ray
     from ray import tune
 
@@ -402,7 +409,8 @@ def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool 
     trainable = tune.with_resources(tune.with_parameters(run_trial, sweep=context, tables=tables),
                                     resources=lambda config: factories[config["spec"]["study"]])
 
-    search_alg, param_space, scheduler, num_samples = build_search(loaded, warm_starts_for(loaded, root, name))
+    warm = warm_starts_for(loaded, root, name) if warm_start else None
+    search_alg, param_space, scheduler, num_samples = build_search(loaded, warm)
     progress = SweepProgress(loaded, name, live=live)
     # A driver killed between writing tuner.pkl and Tune's first snapshot leaves nothing to
     # restore (Tune would log a traceback and start over anyway): start over cleanly.

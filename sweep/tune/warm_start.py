@@ -68,6 +68,11 @@ def in_space(params: dict[str, Any], searched: dict[str, Any]) -> dict[str, Any]
     return point
 
 
+def better(a: float, b: float, mode: str) -> bool:
+    """Whether metric value ``a`` beats ``b`` under the space's ``mode`` (min or max)."""
+    return a < b if mode == "min" else a > b
+
+
 @dataclass
 class _Results:
     """One (model, task, element)'s results: count and best so far."""
@@ -86,14 +91,11 @@ class WarmStarts:
     earlier: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
     current: dict[tuple[str, str, str], _Results] = field(default_factory=dict)
 
-    def _better(self, a: float, b: float) -> bool:
-        return a < b if self.mode == "min" else a > b
-
     def add_result(self, model: str, task: str, element: str, params: dict[str, Any], value: float) -> None:
         """Record one finished trial of this sweep."""
         results = self.current.setdefault((model, task, element), _Results())
         results.count += 1
-        if results.best is None or self._better(value, results.best[0]):
+        if results.best is None or better(value, results.best[0], self.mode):
             results.best = (value, dict(params))
 
     def _best(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
@@ -107,7 +109,7 @@ class WarmStarts:
             return None
         best = options[0]
         for option in options[1:]:
-            if self._better(option[0], best[0]):
+            if better(option[0], best[0], self.mode):
                 best = option
         return best[1]
 
@@ -144,7 +146,7 @@ def earlier_bests(root: Path, this_sweep: str, metric: str, mode: str) -> dict[t
             if record.status != "finished" or metric not in record.metrics:
                 continue
             key, value = (record.model, record.task, record.element), float(record.metrics[metric])
-            if key not in out or (value < out[key][0] if mode == "min" else value > out[key][0]):
+            if key not in out or better(value, out[key][0], mode):
                 out[key] = (value, record.params)
     return out
 

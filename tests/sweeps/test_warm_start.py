@@ -113,3 +113,25 @@ def test_an_unreadable_earlier_sweep_is_skipped_not_fatal(tmp_path):
     (tmp_path / "broken" / "ledger" / "x.json").write_text("{not json")
     found = earlier_bests(tmp_path, "now", "val_forces_mae", "min")
     assert found == {("flare", "grid", "Au"): (0.05, good)}  # neither the stopped trial nor the broken sweep
+
+
+def test_the_no_warm_start_choice_is_saved_with_the_sweep_and_kept_when_it_continues(tmp_path):
+    from sweep.tune.runner import SWEEP_FILE, _define, _read_info
+
+    loaded = parse_space(SPACE.format(warm="true"), "s.yaml")
+    sweep_dir = tmp_path / "runs" / "s"
+    sweep_dir.mkdir(parents=True)
+    info = _define(sweep_dir, tmp_path / "s.yaml", loaded, str(tmp_path / "store"), tmp_path / "runs", False)
+    assert info.warm_start is False and _read_info(sweep_dir / SWEEP_FILE).warm_start is False
+    (sweep_dir / "ledger").mkdir()  # started: the saved choice now holds
+    again = _define(sweep_dir, tmp_path / "s.yaml", loaded, str(tmp_path / "store"), tmp_path / "runs", True)
+    assert again.warm_start is False
+
+
+def test_run_offers_the_no_warm_start_flag():
+    from typer.testing import CliRunner
+
+    from sweep.cli import app
+
+    out = CliRunner().invoke(app, ["run", "--help"], terminal_width=200)
+    assert out.exit_code == 0 and "--no-warm-start" in out.output
