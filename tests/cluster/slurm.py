@@ -78,7 +78,7 @@ class SlurmCluster:
             path += os.pathsep + "/usr/sbin"
         return {**os.environ, "SLURM_CONF": str(self.conf), "PATH": path}
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 180) -> None:
         """Start munged, slurmctld and the slurmd nodes; return once every node is idle."""
         self.root.mkdir(parents=True, exist_ok=True)
         munge = self.root / "munge"

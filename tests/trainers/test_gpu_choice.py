@@ -81,8 +81,9 @@ def test_four_quarter_gpu_trials_share_one_gpu_and_flare_holds_none(tmp_path):
 
             mine = marks / f"{config['model']}-{config['element']}-{config['r_max']}"
             mine.touch()
-            # each NequIP trial waits (up to 60 s) until all four are running: only packing lets them meet
-            deadline = time.monotonic() + 60
+            # each NequIP trial waits (up to 180 s: worker start-up on a loaded 2-core machine) until all
+            # four are running: only packing lets them meet
+            deadline = time.monotonic() + 180
             peers = 0
             while time.monotonic() < deadline:
                 peers = len(list(marks.glob("nequip-*")))
