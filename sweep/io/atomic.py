@@ -15,13 +15,20 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries to disk, so a rename or link in it survives a crash.
+
+    A directory that cannot be opened, or whose fsync the filesystem refuses (some network
+    filesystems do), is left as it is: the write itself has already happened.
+    """
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
         os.fsync(fd)
+    except OSError:
+        pass
     finally:
         os.close(fd)
 
@@ -66,7 +73,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int | None = None) -
         if isinstance(exc, OSError) and exc.filename is None:  # say which file (a full disk names none)
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -108,7 +115,7 @@ def atomic_directory(path: str | Path, replace: bool = True) -> Iterator[Path]:
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
             raise FileExistsError(path) from None
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return
     if path.exists() and _exchange(tmp, path):
         shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old version
@@ -120,4 +127,4 @@ def atomic_directory(path: str | Path, replace: bool = True) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)

@@ -25,18 +25,7 @@ import secrets
 import time
 from pathlib import Path
 
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some network filesystems refuse fsync on a directory
-        pass
-    finally:
-        os.close(fd)
+from sweep.io.atomic import fsync_dir
 
 
 def _write_temp(path: Path, data: bytes, mode: int) -> Path:
@@ -74,7 +63,7 @@ class PosixStorage:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     def replace(self, path: str | Path, data: bytes, mode: int = 0o644) -> Path:
@@ -87,7 +76,7 @@ class PosixStorage:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return path
 
     def read(self, path: str | Path) -> bytes | None:
