@@ -13,28 +13,29 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMPS := .stamps
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-full lock clean distclean
+.PHONY: setup demo test test-full lock clean distclean FORCE
 
 setup: $(STAMPS)/project $(STAMPS)/mace
 
-# Debian packages: FLARE's C++ build, sshd and rsync for `ray up`, Chromium for the dashboard test, and the
-# servers the cluster tests run. As root, missing ones are installed; otherwise make stops with one line
-# naming them (an administrator installs them, or a module/conda environment provides them).
-APT_LIST ?= setup/apt-packages.txt
-$(STAMPS)/apt: $(APT_LIST)
+# System packages (setup/system-packages.toml): FLARE's C++ build for every target, and for `make test`
+# also sshd, rsync, sshfs, Chromium, Slurm and PostgreSQL. As root, missing ones are installed with
+# apt-get. Without root, the build packages that PyPI has (CMake, Ninja, Eigen, nlohmann-json, OpenBLAS)
+# come from PyPI into the venv, and make stops with one line naming any other missing package.
+# TOOLCHAIN=pypi takes the PyPI ones even where Debian's are installed; TOOLCHAIN=debian never does.
+SYSTEM_PACKAGES ?= setup/system-packages.toml
+TOOLCHAIN ?= auto
+SYSTEM_CHECK = $(PYTHON) setup/system_packages.py --list $(SYSTEM_PACKAGES) check --toolchain $(TOOLCHAIN)
+# Rewritten only when TOOLCHAIN changes, so that asking for another toolchain redoes the check and FLARE.
+$(STAMPS)/toolchain-asked: FORCE
 	@mkdir -p $(STAMPS)
-	@pkgs=$$(grep -v '^#' $(APT_LIST) | xargs); \
-	missing=$$(for p in $$pkgs; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' \
-	           || echo $$p; done | xargs); \
-	if [ -z "$$missing" ]; then echo "[setup] apt packages present"; \
-	elif [ "$$(id -u)" -ne 0 ]; then \
-	  echo "[setup] missing Debian packages: $$missing; as a non-root user ask an administrator for" \
-	       "'apt-get install $$missing' (or load them as environment modules) and run make again" >&2; exit 1; \
-	else \
-	  echo "[setup] apt-get install $$missing"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+	@echo "$(TOOLCHAIN)" | cmp -s - $@ || echo "$(TOOLCHAIN)" > $@
+
+$(STAMPS)/system-build: $(SYSTEM_PACKAGES) setup/system_packages.py $(STAMPS)/toolchain-asked
+	@$(SYSTEM_CHECK) --scope build --out $(STAMPS)/toolchain
+	@touch $@
+
+$(STAMPS)/system-test: $(STAMPS)/system-build
+	@$(SYSTEM_CHECK) --scope test
 	@touch $@
 
 # The venv, with torch==2.13.0 alone first: it is the CPU build on this machine's disk,
@@ -51,11 +52,11 @@ $(STAMPS)/deps: $(STAMPS)/venv setup/requirements.txt setup/constraints.txt
 	$(PIP) install -q -r setup/requirements.txt -c setup/constraints.txt
 	@touch $@
 
-# FLARE from its sdist, offline (setup/flare/build_flare.sh); about 2.5 min on 2 cores the
-# first time, then pip's wheel cache makes it seconds.
-$(STAMPS)/flare: $(STAMPS)/apt $(STAMPS)/deps setup/flare/build_flare.sh setup/flare/eigen_from_debian.cmake
-	@echo "[setup] building mir-flare 1.4.0 from source (first time: ~3 min)"
-	setup/flare/build_flare.sh $(VENV)
+# FLARE from its sdist, offline (setup/flare/build_flare.sh) with the toolchain chosen above; about
+# 2.5 min on 2 cores the first time, then pip's wheel cache makes it seconds (debian toolchain only).
+$(STAMPS)/flare: $(STAMPS)/system-build $(STAMPS)/deps setup/flare/build_flare.sh setup/flare/offline_deps.cmake
+	@echo "[setup] building mir-flare 1.4.0 from source, $$(cat $(STAMPS)/toolchain) toolchain (first time: ~3 min)"
+	setup/flare/build_flare.sh $(VENV) $$(cat $(STAMPS)/toolchain) "$$($(PYTHON) setup/system_packages.py --list $(SYSTEM_PACKAGES) requirements)"
 	@touch $@
 
 # MACE's own venv: mace-torch 0.3.16 pins e3nn==0.4.4 and nequip 0.19 needs e3nn>=0.6, so MACE
@@ -78,12 +79,13 @@ $(STAMPS)/project: $(STAMPS)/flare pyproject.toml
 demo: setup
 	$(VENV)/bin/tm23-sweep demo
 
-test: setup
+test: setup $(STAMPS)/system-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The checks of all 27 metals (phases of every trajectory), about 10 minutes on 2 cores.
-test-full: setup
-	$(PY) -m pytest -m full_table $(PYTEST_ARGS)
+# The checks of all 27 metals (phases of every trajectory), about 10 minutes on 2 cores, and the whole
+# set-up as a user without root on the PyPI toolchain.
+test-full: setup $(STAMPS)/system-test
+	$(PY) -m pytest -m 'full_table or full_setup' $(PYTEST_ARGS)
 
 # Re-pin setup/constraints.txt to what is installed now.
 lock: setup

@@ -56,7 +56,7 @@ def browser_missing() -> str | None:
     """Why the browser test cannot run here, or None."""
     for path in (CHROMIUM, CHROMEDRIVER):
         if not path.exists():
-            return f"{path} is not installed (make installs chromium and chromium-driver from setup/apt-packages.txt)"
+            return f"{path} is not installed (make installs chromium and chromium-driver from setup/system-packages.toml)"
     return None
 
 

@@ -104,7 +104,7 @@ def test_page_is_self_contained(report):
 
 def test_page_renders_in_headless_chromium(report, tmp_path):
     if not CHROMIUM.exists():
-        pytest.skip("/usr/bin/chromium is not installed (make installs it from setup/apt-packages.txt)")
+        pytest.skip("/usr/bin/chromium is not installed (make installs it from setup/system-packages.toml)")
     runs, result = report
     page = tmp_path / "probe.html"
     page.write_text(result.page.read_text().replace("</body>", PROBE + "</body>"))

@@ -140,7 +140,7 @@ def requirements_missing(tools: tuple[str, ...] = ()) -> str | None:
         if shutil.which(tool) is None:
             return f"{tool} not installed"
     if not os.access("/usr/sbin/sshd", os.X_OK):
-        return "/usr/sbin/sshd not installed (openssh-server, setup/apt-packages.txt)"
+        return "/usr/sbin/sshd not installed (openssh-server, setup/system-packages.toml)"
     if not (VENV_BIN / "ray").exists():
         return f"{VENV_BIN / 'ray'} missing (make setup)"
     probe = subprocess.run(["unshare", "--mount", "--pid", "--net", "--uts", "--fork", "--mount-proc", "true"],

@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,7 @@ def test_cloud_head_runs_no_trials_and_mlflow_is_reachable(path):
     assert re.fullmatch(r"\d+\.\d+\.\d+\.\d+", here) and not LOOPBACK.match(here), here  # this machine's own
     assert _env(start, "TM23_MLFLOW_HOST") is None  # head_start.sh gives MLflow the same address
     assert _env(start, "TM23_MLFLOW_BACKEND") == "postgres"  # many trials log at once: not sqlite
-    assert "postgresql" in (ROOT / "setup/apt-packages.txt").read_text().split()
+    assert "postgresql" in tomllib.loads((ROOT / "setup/system-packages.toml").read_text())
     # the storage root: an NFS share mounted at one path on every node
     mounts = [c for c in raw["setup_commands"] if "mount_shared.sh" in c]
     assert len(mounts) == 1 and " /mnt/tm23-shared " in mounts[0]

@@ -47,7 +47,7 @@ def free_port() -> int:
 def postgres():
     """PostgreSQL on 127.0.0.1 with a fresh data folder; as root the server runs as `postgres`."""
     if not list(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl")):
-        pytest.fail("Debian's postgresql is missing (setup/apt-packages.txt lists it)")
+        pytest.fail("Debian's postgresql is missing (setup/system-packages.toml lists it)")
     # under /tmp, not pytest's tmp_path (mode 700): the `postgres` user must reach it when we are root
     root = Path(tempfile.mkdtemp(prefix="tm23-pg-test-"))
     root.chmod(0o755)
