@@ -82,8 +82,8 @@ demo: setup
 test: setup $(STAMPS)/system-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The checks of all 27 metals (phases of every trajectory), about 10 minutes on 2 cores, and the whole
-# set-up as a user without root on the PyPI toolchain.
+# The checks of all 27 metals (phases of every trajectory), about 13 minutes on 2 cores, and the whole
+# set-up as a user without root on the PyPI toolchain (about 6.5 minutes).
 test-full: setup $(STAMPS)/system-test
 	$(PY) -m pytest -m 'full_table or full_setup' $(PYTEST_ARGS)
 

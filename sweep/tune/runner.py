@@ -391,9 +391,10 @@ def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool 
     from sweep.tune.data import ElementTable
     from sweep.tune.progress import SweepProgress
     from sweep.tune.resources import check_feasible, cluster_nodes
+    from sweep.tune.failures import fit_resuming_lost
     from sweep.tune.search import build_search
     from sweep.tune.warm_start import warm_starts_for
-    from sweep.tune.trainable import FlushPending, StoppedTrials, SweepContext, run_trial
+    from sweep.tune.trainable import DRIVER_INTERRUPTED, FlushPending, StoppedTrials, SweepContext, run_trial
 
     sweep_dir = root / name
     requests = check_feasible(loaded, cluster_nodes())
@@ -411,39 +412,19 @@ def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool 
 
     warm = warm_starts_for(loaded, root, name) if warm_start else None
     search_alg, param_space, scheduler, num_samples = build_search(loaded, warm)
-    progress = SweepProgress(loaded, name, live=live)
-    # A driver killed between writing tuner.pkl and Tune's first snapshot leaves nothing to
-    # restore (Tune would log a traceback and start over anyway): start over cleanly.
-    if tune.Tuner.can_restore(str(sweep_dir)) and any(sweep_dir.glob("experiment_state-*.json")):
-        # tuner.pkl keeps no param space: give it again, or trials not yet generated lose it
-        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, resume_errored=True,
-                                   param_space=param_space or None)
-        restored = SweepProgress.current(name)  # unpickled from tuner.pkl; this run's choice of view
-        if restored is not None and restored is not progress:
-            restored.force_live = live
-            restored._init_view()
-            progress = restored
-    else:
-        space = loaded.space
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric=space.metric, mode=space.mode, search_alg=search_alg, scheduler=scheduler,
-                num_samples=num_samples, max_concurrent_trials=space.search.max_concurrent_trials,
-                reuse_actors=True, trial_dirname_creator=lambda trial: trial.trial_id,
-            ),
-            run_config=tune.RunConfig(
-                name=name, storage_path=str(root), verbose=0,
-                callbacks=[progress, StoppedTrials(str(sweep_dir), uri, experiment_id), FlushPending(str(sweep_dir))],
-                failure_config=tune.FailureConfig(max_failures=space.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            ),
-        )
-    with stop_on_signals():
-        results = tuner.fit()
-    from sweep.tune.trainable import DRIVER_INTERRUPTED
+    callbacks = [StoppedTrials(str(sweep_dir), uri, experiment_id), FlushPending(str(sweep_dir))]
+    views = [SweepProgress(loaded, name, live=live)]
 
+    def make_tuner():
+        tuner, view = _tuner(trainable, loaded, root, name, live, views[-1], callbacks,
+                             search_alg, param_space, scheduler, num_samples)
+        views.append(view)
+        return tuner
+
+    with stop_on_signals():
+        results = fit_resuming_lost(make_tuner, rounds=loaded.space.max_failures,
+                                    interrupted=DRIVER_INTERRUPTED.is_set)
+    progress = views[-1]
     interrupted = DRIVER_INTERRUPTED.is_set()
     flush_pending(sweep_dir / WORK_DIR)
     status, errors = _trial_outcomes(results)
@@ -456,6 +437,44 @@ def _fit(loaded: LoadedSpace, store_uri: str, root: Path, name: str, live: bool 
                         trial_status=status, errors=errors, tracking_uri=uri, experiment_id=experiment_id,
                         wall_s=time.time() - started, timings=dict(progress.timings), unfinished=unfinished,
                         metric=loaded.space.metric, mode=loaded.space.mode, interrupted=interrupted)
+
+
+def _tuner(trainable, loaded: LoadedSpace, root: Path, name: str, live: bool | None, progress, callbacks: list,
+           search_alg, param_space: dict, scheduler, num_samples: int):
+    """A new Tuner for the sweep, or the one its folder holds; and the progress view it reports to."""
+    from ray import tune
+
+    from sweep.tune.progress import SweepProgress
+
+    sweep_dir = root / name
+    # A driver killed between writing tuner.pkl and Tune's first snapshot leaves nothing to
+    # restore (Tune would log a traceback and start over anyway): start over cleanly.
+    if tune.Tuner.can_restore(str(sweep_dir)) and any(sweep_dir.glob("experiment_state-*.json")):
+        # tuner.pkl keeps no param space: give it again, or trials not yet generated lose it
+        tuner = tune.Tuner.restore(str(sweep_dir), trainable, resume_unfinished=True, resume_errored=True,
+                                   param_space=param_space or None)
+        restored = SweepProgress.current(name)  # unpickled from tuner.pkl; this run's choice of view
+        if restored is not None and restored is not progress:
+            restored.force_live = live
+            restored._init_view()
+            progress = restored
+        return tuner, progress
+    space = loaded.space
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=space.metric, mode=space.mode, search_alg=search_alg, scheduler=scheduler,
+            num_samples=num_samples, max_concurrent_trials=space.search.max_concurrent_trials,
+            reuse_actors=True, trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=name, storage_path=str(root), verbose=0, callbacks=[progress, *callbacks],
+            failure_config=tune.FailureConfig(max_failures=space.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    return tuner, progress
 
 
 @contextlib.contextmanager
