@@ -96,10 +96,35 @@ def potentials() -> None:
         name = f"{lab.name} (default)" if lab.name == DEFAULT_LABELLER else lab.name
         labellers.add_row(name, f"{lab.package}=={lab.version}", lab.model, lab.level_of_theory, lab.citation)
     console.print(labellers)
-    table = Table("element", "pair style", "files", "fallback", "citation",
+    table = Table("element", "pair style", "files", "fallback", "MD T scale", "citation",
                   title="classical potentials (drive the MD; label with --labeller classical)")
     for p in potential_table():
-        table.add_row(p.element, p.pair_style, ", ".join(p.files), "yes" if p.fallback else "", p.citation)
+        table.add_row(p.element, p.pair_style, ", ".join(p.files), "yes" if p.fallback else "",
+                      f"{p.md_temperature_scale:g}", p.citation)
+    console.print(table)
+
+
+@app.command("calibrate-md")
+def calibrate_md(
+    elements: Annotated[str, typer.Option(help="Comma-separated symbols, or 'all'.")],
+    frames_per_temperature: Annotated[int, typer.Option(min=10, help="Frames per trajectory (as generate).")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the MD (as generate).")] = 0,
+    jobs: Annotated[int, typer.Option(min=1, help="Elements calibrated at once (one core each).")] = 1,
+) -> None:
+    """Find the MD temperature scale nearest to 1 that puts each metal's cold, warm and melt in their phases."""
+    from sweep.data.generate.calibration import calibrate
+
+    symbols = _elements(elements)
+    table = Table("element", "scale", "cold", "warm", "melt", title="MD temperature scale (× 0.25, 0.75, 1.25 Tmelt)")
+
+    def report(outcomes) -> None:
+        for outcome in outcomes:
+            console.print(outcome.describe())
+        last = outcomes[-1]
+        phases = [f"{c.phase} ({c.msd_final_A2:.2f} Å²)" for c in last.checks]
+        table.add_row(last.element, f"{last.scale:g}" if last.ok else "none found", *phases)
+
+    calibrate(symbols, frames_per_temperature, seed, jobs=jobs, on_element=report)
     console.print(table)
 
 

@@ -324,6 +324,8 @@ CLI_CASES = [
     BadInput("cli", "ingest-unknown-element", _argv(lambda d, ws: ["data", "ingest", str(ws.pristine), "--store",
                                                                    str(ws.store), "--elements", "Cu,Xx"],
                                                     ["--elements", "Xx"])),
+    BadInput("cli", "calibrate-md-unknown-element", _argv(lambda d, ws: ["data", "calibrate-md", "--elements", "Cu,Xx"],
+                                                          ["--elements", "Xx"])),
 ]
 
 #: Every case that needs no Ray (the bulk of the corpus, ~0.1 s each).

@@ -55,17 +55,24 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 
 
 def generate_trajectory(symbol: str, label: str, frames_per_temperature: int, seed: int,
-                        settings: MDSettings = MDSettings(), labeller: str = DEFAULT_LABELLER) -> list[Atoms]:
-    """One trajectory of ``symbol`` at temperature ``label``: MD by the classical potential, labels by ``labeller``."""
+                        settings: MDSettings = MDSettings(), labeller: str = DEFAULT_LABELLER,
+                        md_temperature_scale: float | None = None) -> list[Atoms]:
+    """One trajectory of ``symbol`` at temperature ``label``: MD by the classical potential, labels by ``labeller``.
+
+    The MD runs at ``md_temperature_scale`` × TM23's temperature (default: the potential's own
+    scale, :attr:`PotentialInfo.md_temperature_scale`); each frame records both.
+    """
     element = get_element(symbol)
     start, site = vacancy_supercell(element, _rng(seed, element.Z))
     md = potential_info(symbol)
+    scale = md.md_temperature_scale if md_temperature_scale is None else md_temperature_scale
     who = get_labeller(labeller)
     base = {"element": symbol, "temperature": label, "vacancy_site": site,
             "n_perfect_supercell": len(perfect_supercell(element)), "md_potential": md.pair_style,
-            "md_potential_fallback": md.fallback, "protocol_version": PROTOCOL_VERSION, **who.describe()}
-    premelt = settings.premelt_factor * element.t_melt if label == "melt" else None
-    frames = run_trajectory(start, calculator_for(symbol), element.temperature(label), frames_per_temperature,
+            "md_potential_fallback": md.fallback, "protocol_version": PROTOCOL_VERSION,
+            "tm23_temperature_K": element.temperature(label), "md_temperature_scale": scale, **who.describe()}
+    premelt = scale * settings.premelt_factor * element.t_melt if label == "melt" else None
+    frames = run_trajectory(start, calculator_for(symbol), scale * element.temperature(label), frames_per_temperature,
                             _rng(seed, element.Z, TEMPERATURES.index(label) + 1), settings, info=base,
                             premelt_K=premelt)
     if who.name == "classical":  # the MD potential labelled the frames already
@@ -128,7 +135,7 @@ def _element_inputs(symbol: str, frames_per_temperature: int, seed: int, setting
     who = get_labeller(labeller)
     return {"element": symbol, "frames_per_temperature": frames_per_temperature, "seed": seed,
             "md": settings.model_dump(), "md_potential": potential_info(symbol).pair_style,
-            "labeller": who.describe()}
+            "md_temperature_scale": potential_info(symbol).md_temperature_scale, "labeller": who.describe()}
 
 
 def generate_archive(

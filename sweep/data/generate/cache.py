@@ -22,7 +22,7 @@ from sweep.io.atomic import atomic_directory
 
 CACHE_ENV = "TM23_CACHE_DIR"
 #: Changes whenever the generator's output for the same inputs changes.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 
 def default_cache_root() -> Path:

