@@ -62,11 +62,12 @@ def fit_resuming_lost(make_tuner: Callable[[], Any], rounds: int, interrupted: C
     more fits, on ``interrupted()``, and as soon as any trial failed on its own account (those
     wait for the user's ``resume``). Returns the last ``ResultGrid``.
     """
-    for round_ in range(rounds + 1):
-        results = make_tuner().fit()
+    results = make_tuner().fit()
+    for _ in range(rounds):
         lost, failed = lost_to_the_cluster(results)
-        if interrupted() or not lost or failed or round_ == rounds:
-            return results
+        if interrupted() or not lost or failed:
+            break
         log.warning("%d trials lost their actor before Tune could retry them (%s); resuming them",
                     len(lost), ", ".join(lost))
-    raise AssertionError("unreachable")
+        results = make_tuner().fit()
+    return results

@@ -124,10 +124,11 @@ def _check_request(elements: Sequence[str], frames_per_temperature: int) -> list
     return symbols
 
 
-def _worker_init() -> None:
+def one_core_worker() -> None:
+    """Initialiser of a generator worker process: torch on one thread (the pool gives the parallelism)."""
     import torch
 
-    torch.set_num_threads(1)  # one core per trajectory; the pool gives the parallelism
+    torch.set_num_threads(1)
 
 
 def _element_inputs(symbol: str, frames_per_temperature: int, seed: int, settings: MDSettings,
@@ -198,7 +199,7 @@ def _run_trajectories(symbols: list[str], frames_per_temperature: int, seed: int
     if not symbols:
         return out
     context = multiprocessing.get_context("spawn")  # LAMMPS and torch do not survive a fork
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context, initializer=_worker_init) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context, initializer=one_core_worker) as pool:
         futures = {pool.submit(generate_trajectory, s, label, frames_per_temperature, seed, settings, labeller):
                    (s, label) for s in symbols for label in TEMPERATURES}
         for future in as_completed(futures):

@@ -87,19 +87,15 @@ def calibrate_element(symbol: str, frames_per_temperature: int, seed: int, setti
     return outcomes
 
 
-def _one_thread() -> None:
-    import torch
-
-    torch.set_num_threads(1)
-
-
 def calibrate(symbols: Sequence[str], frames_per_temperature: int, seed: int, settings: MDSettings = MDSettings(),
               scales: Sequence[float] = CANDIDATE_SCALES, jobs: int = 1,
               on_element: Callable[[list[ScaleOutcome]], None] | None = None) -> dict[str, list[ScaleOutcome]]:
     """:func:`calibrate_element` for each of ``symbols``, ``jobs`` elements at a time (one core each)."""
+    from sweep.data.generate.archive_writer import one_core_worker
+
     context = multiprocessing.get_context("spawn")  # LAMMPS does not survive a fork
     out: dict[str, list[ScaleOutcome]] = {}
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context, initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context, initializer=one_core_worker) as pool:
         futures = {s: pool.submit(calibrate_element, s, frames_per_temperature, seed, settings, tuple(scales))
                    for s in symbols}
         for symbol, future in futures.items():
