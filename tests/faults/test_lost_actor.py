@@ -103,16 +103,23 @@ def test_a_trial_that_failed_in_its_own_code_is_not_resumed(local_ray, tmp_path)
 
 def test_cluster_losses_are_told_from_the_trainers_own_errors(local_ray):
     import ray
-    from ray.exceptions import ActorDiedError, RayTaskError
+    from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
-    @ray.remote
+    @ray.remote(max_restarts=0)
     class Worker:
         def ping(self):
             return os.getpid()
 
+        def die(self):
+            os._exit(1)
+
     worker = Worker.remote()
     ray.get(worker.ping.remote())
-    ray.kill(worker)
+    # The actor's process exits inside the call, so its death is known before the next
+    # call (ray.kill is asynchronous: a call made just after it can still be answered).
+    with pytest.raises(RayActorError) as dying:
+        ray.get(worker.die.remote())
+    assert is_cluster_loss(dying.value)
     with pytest.raises(ActorDiedError) as died:
         ray.get(worker.ping.remote())
     assert is_cluster_loss(died.value)
