@@ -313,3 +313,62 @@ def test_a_failing_mpi_run_falls_back_to_serial(emt_cu_frames, tmp_path, monkeyp
         model, context = _train(emt_cu_frames[0][:4], [], tmp_path, num_cpus=2, maxiter=0)
     assert "exited with status 1" in context.notes["flare_parallel_fallback"]
     assert model.info["n_train_frames"] == 4
+
+
+def _shifted(frames, per_atom_ev: float):
+    """Copies of ``frames`` whose energy labels are moved by ``per_atom_ev`` per atom (forces, stress kept)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    out = []
+    for f in frames:
+        a = f.copy()
+        a.calc = SinglePointCalculator(a, energy=f.get_potential_energy() + per_atom_ev * len(f),
+                                       forces=f.get_forces(), stress=f.get_stress())
+        out.append(a)
+    return out
+
+
+@pytest.mark.parametrize("reference", ["mean", "none"])
+def test_a_constant_energy_per_atom_moves_only_the_predicted_energy(emt_cu_frames, tmp_path, reference):
+    """A metal's labels sit at several eV per atom; that constant carries no force or stress.
+
+    With the per-species energy reference the fit sees the same centred labels whatever the
+    constant (hyperparameters held fixed, maxiter 0), so forces and stress are unchanged and the
+    energy moves by exactly the constant. Fitting absolute energies ("none") does not have that
+    property: the GP must carry the constant itself, and its stress moves with it.
+    """
+    train, test = emt_cu_frames
+    shift = -4.0  # eV/atom: Cu's PBE-level labels sit near -3.9 eV/atom, EMT's near +0.15
+    base, _ = _train(train, test[:1], tmp_path / "base", maxiter=0, energy_reference=reference)
+    moved, _ = _train(_shifted(train, shift), test[:1], tmp_path / "moved", maxiter=0, energy_reference=reference)
+    a, b = base.predict(test), moved.predict(test)
+    stress_gap = max(np.abs(x.stress - y.stress).max() for x, y in zip(a, b))
+    if reference == "mean":
+        assert moved.spec.energy_reference[0] == pytest.approx(base.spec.energy_reference[0] + shift, abs=1e-12)
+        for x, y, atoms in zip(a, b, test):
+            assert y.energy - x.energy == pytest.approx(shift * len(atoms), abs=1e-6)
+            np.testing.assert_allclose(y.forces, x.forces, rtol=0, atol=1e-8)
+        assert stress_gap < 1e-9
+    else:
+        # eV/Å³: the constant leaks into the stress (0.3 meV/Å³ here at σ = 2; the fit then raises σ to
+        # carry the constant, to 480 on the demo's Ti, and the offset grew to 25-30 meV/Å³)
+        assert stress_gap > 1e-4
+
+
+def test_reference_energies_are_the_least_squares_per_species_energies():
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    per_species = {28: -5.5, 29: -3.9}
+    frames = []
+    for n_ni, n_cu in ((1, 3), (2, 2), (4, 1)):
+        atoms = Atoms([28] * n_ni + [29] * n_cu, positions=np.zeros((n_ni + n_cu, 3)), cell=np.eye(3) * 10, pbc=True)
+        energy = n_ni * per_species[28] + n_cu * per_species[29]
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=np.zeros((len(atoms), 3)), stress=np.zeros(6))
+        frames.append(atoms)
+    reference = flare_structures.reference_energies(frames, (28, 29))
+    np.testing.assert_allclose(reference, [-5.5, -3.9], atol=1e-12)
+    spec = flare_structures.DescriptorSpec("B2", 4.5, 4, 2, (28, 29), reference)
+    assert spec.reference_energy(frames[0]) == pytest.approx(-5.5 - 3 * 3.9)
+    assert spec.single_atom_energies == {0: pytest.approx(-5.5), 1: pytest.approx(-3.9)}
+    assert flare_structures.DescriptorSpec("B2", 4.5, 4, 2, (28, 29)).reference_energy(frames[0]) == 0.0

@@ -147,7 +147,7 @@ class SerialEngine:
         t = time.perf_counter()
         _, sgp_py = flare_modules()
         sgp = self.sgp
-        bounds = hyperparameter_bounds(params.sigma_s_max)
+        bounds = hyperparameter_bounds(params.sigma_e_max, params.sigma_s_max)
         with quiet_stdout(self.log):
             if params.likelihood_gradient == "flare":
                 sgp.precompute_KnK()
@@ -192,7 +192,8 @@ class SerialEngine:
         kernel = flare_kernel(self.zeta, sigma)
         alpha = self.alpha
         sparse_desc = self.sgp.sparse_descriptors[0]
-        out = [prediction_from_efs(mean_efs(kernel, sparse_desc, sigma, alpha, s)) for s in self._predicting[1]]
+        out = [prediction_from_efs(mean_efs(kernel, sparse_desc, sigma, alpha, s), self.live.spec.reference_energy(f))
+               for f, s in zip(frames, self._predicting[1])]
         _tick(self.timers, "predict", t)
         return out
 
@@ -362,7 +363,7 @@ class DistributedSGP:
 
             try:
                 res = minimize(fun, self.hyps, method="L-BFGS-B", jac=True,
-                               bounds=hyperparameter_bounds(params.sigma_s_max),
+                               bounds=hyperparameter_bounds(params.sigma_e_max, params.sigma_s_max),
                                options=lbfgsb_options(params))
             finally:
                 self.comm.bcast(("stop", None), root=0)
@@ -406,7 +407,7 @@ class DistributedSGP:
         merged = self.mean_vectors(self._predicting[1])
         if self.rank != 0:
             return None
-        return [prediction_from_efs(merged[i]) for i in range(len(frames))]
+        return [prediction_from_efs(merged[i], self.spec.reference_energy(f)) for i, f in enumerate(frames)]
 
     def likelihood(self) -> float:
         """Re-solve at the current hyperparameters; the log-likelihood on rank 0; collective."""

@@ -86,7 +86,8 @@ class FlareModel(TrainedModel):
         self.prediction_tally.shared = self.share_work
         for i, f in enumerate(frames):
             struc = get_structure(self.spec, f, calc, frame=i, share=self.share_work, tally=self.prediction_tally)
-            out.append(prediction_from_efs(mean_efs(kernel, sparse, float(self.hyps[0]), self.alpha, struc)))
+            out.append(prediction_from_efs(mean_efs(kernel, sparse, float(self.hyps[0]), self.alpha, struc),
+                                           self.spec.reference_energy(f)))
         return out
 
     def live(self) -> LiveSGP:

@@ -70,10 +70,14 @@ def mean_efs(kernel, sparse_descriptor, sigma: float, alpha: np.ndarray, struc) 
     return np.asarray(kmat).T @ alpha
 
 
-def prediction_from_efs(efs: np.ndarray) -> Prediction:
-    """A :class:`Prediction` (ASE units and stress convention) from FLARE's mean vector."""
+def prediction_from_efs(efs: np.ndarray, reference_energy: float = 0.0) -> Prediction:
+    """A :class:`Prediction` (ASE units and stress convention) from FLARE's mean vector.
+
+    ``reference_energy`` (the structure's share of the per-species reference, see
+    ``DescriptorSpec.reference_energy``) is added back to the energy.
+    """
     efs = np.asarray(efs, dtype=float).ravel()
-    return Prediction(energy=float(efs[0]), forces=efs[1:-6].reshape(-1, 3).copy(),
+    return Prediction(energy=float(efs[0]) + float(reference_energy), forces=efs[1:-6].reshape(-1, 3).copy(),
                       stress=flare_to_ase_stress(efs[-6:]))
 
 
@@ -154,7 +158,7 @@ def _make_wrapper(spec: DescriptorSpec, kernel, calc, hyps: Sequence[float], max
     return sgp_py.SGP_Wrapper(
         [kernel], [calc], spec.r_cut, float(hyps[1]), float(hyps[2]), float(hyps[3]), spec.species_map,
         variance_type="local", max_iterations=maxiter, opt_method="L-BFGS-B",
-        bounds=[(b, None) for b in HYP_LOWER_BOUNDS],
+        bounds=[(b, None) for b in HYP_LOWER_BOUNDS], single_atom_energies=spec.single_atom_energies,
     )
 
 
@@ -198,7 +202,10 @@ def spec_from_dict(model: dict) -> tuple[DescriptorSpec, int]:
     inv = {int(v): int(k) for k, v in model["species_map"].items()}
     species = tuple(inv[i] for i in range(n_species))
     kind = desc.get("type", "B2")
-    return DescriptorSpec(kind, float(model["cutoff"]), n_max, l_max, species), int(model["kernels"][0][2])
+    single = model.get("single_atom_energies") or {}
+    reference = tuple(float(single[k]) for k in sorted(single, key=int))
+    return (DescriptorSpec(kind, float(model["cutoff"]), n_max, l_max, species, reference),
+            int(model["kernels"][0][2]))
 
 
 @dataclass

@@ -33,9 +33,11 @@ FLARE_TO_ASE_ORDER = (0, 3, 5, 4, 2, 1)
 HYP_LOWER_BOUNDS = (1e-3, 1e-4, 1e-4, 1e-5)
 
 
-def hyperparameter_bounds(sigma_s_max: float | None) -> list[tuple[float, float | None]]:
-    """L-BFGS-B bounds for (σ, σ_e, σ_f, σ_s): the lower bounds, and σ_s at most ``sigma_s_max``."""
+def hyperparameter_bounds(sigma_e_max: float | None, sigma_s_max: float | None) -> list[tuple[float, float | None]]:
+    """L-BFGS-B bounds for (σ, σ_e, σ_f, σ_s): the lower bounds, σ_e at most ``sigma_e_max`` and σ_s at most ``sigma_s_max``."""
     bounds: list[tuple[float, float | None]] = [(b, None) for b in HYP_LOWER_BOUNDS]
+    if sigma_e_max is not None:
+        bounds[1] = (HYP_LOWER_BOUNDS[1], sigma_e_max)
     if sigma_s_max is not None:
         bounds[3] = (HYP_LOWER_BOUNDS[3], sigma_s_max)
     return bounds
@@ -66,21 +68,54 @@ def flare_modules():
     return _C_flare, sgp_py
 
 
+def reference_energies(frames: Sequence[Atoms], species: Sequence[int]) -> tuple[float, ...]:
+    """Per-atom energy of each of ``species`` (eV): least squares of the frames' energies over their compositions.
+
+    For one species this is the mean energy per atom of ``frames``.
+    """
+    counts = np.array([[np.count_nonzero(f.numbers == z) for z in species] for f in frames], dtype=float)
+    energies = np.array([frame_labels(f, i)[0] for i, f in enumerate(frames)])
+    solution, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return tuple(float(e) for e in solution)
+
+
 @dataclass(frozen=True)
 class DescriptorSpec:
-    """How to turn atoms into FLARE descriptors: kind, cutoff, basis sizes and species."""
+    """How to turn atoms into FLARE descriptors (kind, cutoff, basis sizes, species) and labels.
+
+    ``energy_reference`` holds a per-atom energy for each species (FLARE's
+    ``single_atom_energies``), subtracted from energy labels and added back to predictions;
+    empty when absolute energies are fitted.
+    """
 
     kind: str
     r_cut: float
     n_max: int
     l_max: int
     species: tuple[int, ...]
+    energy_reference: tuple[float, ...] = ()
 
     @classmethod
     def from_params(cls, params: FlareParams, frames: Sequence[Atoms]) -> "DescriptorSpec":
-        """The spec for ``params`` over the species present in ``frames``."""
+        """The spec for ``params`` over the species present in ``frames`` (and their reference energies)."""
         species = tuple(sorted({int(z) for f in frames for z in f.numbers}))
-        return cls(params.descriptor, params.r_cut, params.n_max, params.l_max, species)
+        reference = reference_energies(frames, species) if params.energy_reference == "mean" else ()
+        return cls(params.descriptor, params.r_cut, params.n_max, params.l_max, species, reference)
+
+    def reference_energy(self, atoms: Atoms) -> float:
+        """The sum of ``atoms``' per-species reference energies (0 without a reference)."""
+        total = 0.0
+        if self.energy_reference:
+            # Summed atom by atom, as FLARE's update_db does, so that a model FLARE rebuilds
+            # from its JSON holds bit-identical labels.
+            for code in self.codes(atoms):
+                total += self.energy_reference[code]
+        return total
+
+    @property
+    def single_atom_energies(self) -> dict[int, float] | None:
+        """The reference as FLARE's ``single_atom_energies`` (species code -> eV), or ``None``."""
+        return dict(enumerate(self.energy_reference)) if self.energy_reference else None
 
     @property
     def species_map(self) -> dict[int, int]:
@@ -126,7 +161,7 @@ class DescriptorSpec:
             struc.descriptors = [dv]
         if labels:
             energy, forces, stress = frame_labels(atoms, frame)
-            struc.energy = np.array([[energy]])
+            struc.energy = np.array([[energy - self.reference_energy(atoms)]])
             struc.forces = forces.reshape(-1)
             struc.stresses = ase_to_flare_stress(stress)
         return struc
