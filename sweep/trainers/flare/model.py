@@ -120,7 +120,11 @@ class FlareModel(TrainedModel):
         return cls(read_sgp_json(directory / "flare_sgp.json"), np.load(directory / "alpha.npy"), info)
 
     def export(self, directory: Path) -> dict[str, Path]:
-        """FLARE's own artifacts: ``write_model`` JSON and, for B2, the LAMMPS ``pair_style flare`` file."""
+        """FLARE's own artifacts: ``write_model`` JSON and, for B2, the LAMMPS ``pair_style flare`` file.
+
+        The JSON holds the energy reference (``single_atom_energies``); the LAMMPS file cannot,
+        so its energies lack that constant per atom (forces and stress are unaffected).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         live = self.live()
