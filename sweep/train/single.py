@@ -22,6 +22,7 @@ import numpy as np
 from sweep.data.splits import SplitFrames
 from sweep.io import atomic_write_bytes, atomic_write_json
 from sweep.metrics import label_arrays, prediction_arrays, score
+from sweep.train.threads import cpu_threads
 from sweep.trainers.base import Reporter, TrainContext, get_trainer, null_reporter
 
 
@@ -74,14 +75,15 @@ def run_training(model: str, params: Mapping[str, Any], split: SplitFrames, out_
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    started = time.perf_counter()
-    trained = trainer_cls().train(hyper, split.train, split.val, reporter, out_dir / "checkpoint", context)
-    train_seconds = time.perf_counter() - started
+    with cpu_threads(context.num_cpus):
+        started = time.perf_counter()
+        trained = trainer_cls().train(hyper, split.train, split.val, reporter, out_dir / "checkpoint", context)
+        train_seconds = time.perf_counter() - started
 
-    metrics: dict[str, float] = {}
-    if split.val:
-        metrics.update(score(split.val, trained.predict(split.val), prefix="val"))
-    test_predictions = trained.predict(split.test)
+        metrics: dict[str, float] = {}
+        if split.val:
+            metrics.update(score(split.val, trained.predict(split.val), prefix="val"))
+        test_predictions = trained.predict(split.test)
     metrics.update(score(split.test, test_predictions, prefix="test"))
     metrics["train_seconds"] = train_seconds
     _save_predictions(out_dir / "predictions.npz", split.test, test_predictions)
