@@ -106,6 +106,28 @@ def test_parallel_likelihood_and_gradient_follow_flare(gradient, emt_cu_frames):
                                atol=1e-7 * np.abs(engine.alpha).max())
 
 
+@pytest.mark.parametrize("reference", ["mean", "none"])
+def test_likelihood_from_the_gram_matrices_equals_the_qr_solve(reference, emt_cu_frames):
+    """The hyperparameter search's O(n³) evaluation gives the QR solve's log-likelihood and gradient."""
+    from mpi4py import MPI
+
+    frames = emt_cu_frames[0][:8]
+    params = flare_params.FlareParams(**{**SMALL, "sparse_per_frame": 3, "energy_reference": reference})
+    spec = flare_structures.DescriptorSpec.from_params(params, frames)
+    engine = flare_engines.DistributedSGP(MPI.COMM_SELF, spec, 2, np.array([2.0, 0.001, 0.05, 0.005]))
+    engine.add_block(frames, 0, params)
+    engine._precompute_grams()
+    for theta in ([1.7, 0.002, 0.04, 0.006], [9.0, 0.05, 0.2, 0.003], [0.5, 0.0005, 0.01, 0.001]):
+        ll_qr, g_qr = engine._solve(np.array(theta), grad=True)
+        ll, g = engine.solver.solve_from_grams(np.array(theta), grad=True)
+        assert ll == pytest.approx(ll_qr, rel=1e-7), theta
+        assert g[2:] == pytest.approx(g_qr[2:], rel=1e-6), theta  # σ_f, σ_s
+        # σ and σ_e carry K_uu's conditioning (cond ~1e8 here), as against FLARE's own gradient above
+        assert g[0] == pytest.approx(g_qr[0], rel=1e-3), theta
+        assert g[1] == pytest.approx(g_qr[1], rel=1e-2), theta
+    assert engine.solver.solve_from_grams(np.array([2.0, 0.001, 0.05, 0.005]), grad=False)[1] is None
+
+
 def test_tall_skinny_qr_merge_equals_one_dense_qr():
     rng = np.random.default_rng(1)
     n = 30

@@ -142,7 +142,8 @@ class SerialEngine:
         :class:`LikelihoodSolver` on this model's K_uf, the one the MPI engine uses: FLARE's
         formula except the σ derivative of ½ log det(K_uu + εI), which FLARE takes with an
         explicit K_uu⁻¹; on the near-singular K_uu of similar environments that term is
-        rounding noise and L-BFGS-B stops after a few iterations.
+        rounding noise and L-BFGS-B stops after a few iterations. Its evaluations use the Gram
+        matrices (:meth:`LikelihoodSolver.solve_from_grams`); the final α is FLARE's own.
         """
         t = time.perf_counter()
         _, sgp_py = flare_modules()
@@ -161,7 +162,7 @@ class SerialEngine:
                 solver.precompute_grams()
 
                 def fun(x):
-                    ll, g, _ = solver.solve(x, grad=True)
+                    ll, g = solver.solve_from_grams(x, grad=True)
                     return -ll, -g
 
                 res = minimize(fun, np.asarray(sgp.hyperparameters), method=params.opt_method, jac=True,
@@ -354,11 +355,10 @@ class DistributedSGP:
 
     def optimise(self, params: FlareParams) -> tuple[float, dict]:
         """Maximum likelihood by L-BFGS-B driven from rank 0, as FLARE's optimize_hyperparameters."""
-        self.solver.precompute_grams()
+        self.solver.precompute_grams()  # collective: the Gram matrices and moments reach rank 0
         if self.rank == 0:
             def fun(x):
-                self.comm.bcast(("eval", x), root=0)
-                ll, g = self._solve(np.asarray(x), grad=True)
+                ll, g = self.solver.solve_from_grams(np.asarray(x), grad=True)
                 return -ll, -g  # -(-inf) = inf where K_uu is not positive definite
 
             try:
@@ -370,13 +370,9 @@ class DistributedSGP:
             x, summary = res.x, {"nit": int(res.nit), "nfev": int(res.nfev), "success": bool(res.success)}
             self.timers["nfev"] = self.timers.get("nfev", 0) + int(res.nfev)
         else:
-            while True:
-                cmd, x = self.comm.bcast(None, root=0)
-                if cmd == "stop":
-                    break
-                self._solve(np.asarray(x), grad=True)
+            self.comm.bcast(None, root=0)  # rank 0's search is over
             x, summary = None, {}
-        self.solver.grams = None
+        self.solver.grams = self.solver.triangles = None
         loglik = self.set_hyps(x)
         return loglik, summary
 

@@ -101,6 +101,10 @@ class LikelihoodSolver:
         self.gradient = gradient
         self.timers = timers if timers is not None else {}
         self.grams: np.ndarray | None = None
+        #: Per kind, R of [W_x^½ K̂_fu | W_x^½ y_x] over all ranks (rank 0; see precompute_grams).
+        self.triangles: np.ndarray | None = None
+        #: Σ log w over every label, then the energy, force and stress label counts (rank 0).
+        self.label_stats: np.ndarray | None = None
 
     @classmethod
     def from_sgp(cls, comm, sgp, kinds: np.ndarray, gradient: str = "exact", timers: dict | None = None):
@@ -121,13 +125,28 @@ class LikelihoodSolver:
         return now
 
     def precompute_grams(self) -> None:
-        """Σ_ranks K̂_uf diag(1_x) K̂_fu for x = energy, force, stress (FLARE's ``precompute_KnK``)."""
+        """Σ_ranks K̂_uf W_x K̂_fu for x = energy, force, stress (FLARE's ``precompute_KnK``), and each kind's triangle.
+
+        The triangle of a kind is R of the QR of its rows [W_x^½ K̂_fu | W_x^½ y_x] over all ranks
+        (``triangles[x]``, n+1 square on rank 0): with the Gram matrices it is all that
+        :meth:`solve_from_grams` needs, at any hyperparameters.
+        """
         t0 = time.perf_counter()
-        local = []
+        grams, triangles = [], []
         for x in (ENERGY, FORCE, STRESS):
-            k = self.kuf[:, self.kinds == x]
-            local.append((k * self.weights[self.kinds == x]) @ k.T)
-        self.grams = self.comm.reduce(np.stack(local), root=0)
+            mask = self.kinds == x
+            k, w, y = self.kuf[:, mask], self.weights[mask], self.y[mask]
+            grams.append((k * w) @ k.T)
+            sw = np.sqrt(w)
+            rows = np.column_stack([k.T * sw[:, None], sw * y])
+            triangles.append(sla.qr(rows, mode="r")[0] if len(y) else np.zeros((0, self.n + 1)))
+        self.grams = self.comm.reduce(np.stack(grams), root=0)
+        counts = [np.sum(self.kinds == x) for x in (ENERGY, FORCE, STRESS)]
+        self.label_stats = self.comm.reduce(np.array([np.sum(np.log(self.weights)), *counts], dtype=float), root=0)
+        parts = self.comm.gather(triangles, root=0)
+        if self.rank == 0:
+            self.triangles = np.stack([merge_triangles([(p[x], np.zeros(0)) for p in parts], self.n + 1)[0]
+                                       for x in range(3)])
         self._tick("precompute_grams", t0)
 
     def solve(self, hyps: Sequence[float], grad: bool) -> tuple[float, np.ndarray | None, np.ndarray]:
@@ -172,17 +191,73 @@ class LikelihoodSolver:
         t0 = self._tick("solve_residuals", t0)
         if self.rank != 0:
             return float("nan"), None, alpha
+        log_det_a = 2 * np.sum(np.log(np.abs(np.diag(r_top))))
+
+        def covariance():
+            r_inv = sla.solve_triangular(r_top, np.eye(n))
+            return r_inv @ r_inv.T
+
+        return self._assemble(hyps, total, lower, log_det_a, covariance, alpha, grad)
+
+    def solve_from_grams(self, hyps: Sequence[float], grad: bool) -> tuple[float, np.ndarray | None]:
+        """(log-likelihood, gradient or None) at ``hyps`` from :meth:`precompute_grams` alone; rank 0 only.
+
+        The same quantities as :meth:`solve`, whose QR runs over every label, from each kind's
+        (n+1)-square triangle [R_x c_x; 0 d_x] instead: the stacked rows σ²R_x/σ_x and Lᵀ are
+        merged by the same tall-skinny QR, and each kind's weighted residual is
+        ‖c_x − σ²R_x α‖² + d_x². Each evaluation costs O(n³) in the n sparse points instead of
+        O(N n²) in the N labels, so the hyperparameter search uses it; the model's α comes
+        from :meth:`solve`.
+        """
+        if self.grams is None or self.triangles is None:
+            raise RuntimeError("precompute_grams() first")
+        t0 = time.perf_counter()
+        self.timers["n_grams_solves"] = self.timers.get("n_grams_solves", 0) + 1
+        n = self.n
+        sig, se, sf, ss = (float(h) for h in hyps)
+        scale = 1.0 / np.array([se, sf, ss])  # Λ^½ per kind, over the weights
+        r_x, c_x, d_x = self.triangles[:, :n, :n], self.triangles[:, :n, n], self.triangles[:, n, n]
+        try:
+            lower = sla.cholesky(sig**2 * self.kuu + self.jitter * np.eye(n), lower=True)
+        except np.linalg.LinAlgError:
+            return -math.inf, (np.zeros(4) if grad else None)
+        parts = [(sig**2 * a * r, a * c) for a, r, c in zip(scale, r_x, c_x)]
+        r_top, c = merge_triangles(parts + [(lower.T, np.zeros(n))], n)
+        alpha = sla.solve_triangular(r_top, c)
+        fit = sig**2 * (r_x @ alpha)  # σ² R_x α per kind
+        rx2 = np.sum((c_x - fit) ** 2, axis=1) + d_x**2  # Σ w_x res_x²
+        inv2 = scale**2
+        y_l_r = float(inv2 @ (np.sum(c_x * (c_x - fit), axis=1) + d_x**2))
+        k_l_r = float(inv2 @ np.sum(fit * (c_x - fit), axis=1))
+        log_weights, counts = self.label_stats[0], self.label_stats[1:]
+        log_noise = log_weights + float(counts @ np.log(inv2))
+        total = np.array([y_l_r, k_l_r, *rx2, log_noise, *counts])
+        log_det_a = 2 * np.sum(np.log(np.abs(np.diag(r_top))))
+
+        def covariance():
+            r_inv = sla.solve_triangular(r_top, np.eye(n))
+            return r_inv @ r_inv.T
+
+        loglik, g, _ = self._assemble(hyps, total, lower, log_det_a, covariance, alpha, grad)
+        self._tick("solve_from_grams", t0)
+        return loglik, g
+
+    def _assemble(self, hyps, total, lower, log_det_a, covariance, alpha, grad):
+        """Log-likelihood and gradient from the label sums ``total``, chol(K_uu + εI) and log det A; rank 0."""
+        n = lower.shape[0]
+        kuu = self.kuu
+        sig, se, sf, ss = (float(h) for h in hyps)
         y_l_r, k_l_r, re2, rf2, rs2, log_noise, n_e, n_f, n_s = total
         n_labels = n_e + n_f + n_s
         kuu_inv_det = 2 * np.sum(np.log(np.abs(np.diag(lower))))  # FLARE's names for log det terms
-        sigma_inv_det = -2 * np.sum(np.log(np.abs(np.diag(r_top))))
+        sigma_inv_det = -log_det_a
         complexity = 0.5 * (log_noise + kuu_inv_det + sigma_inv_det)
         loglik = float(complexity - 0.5 * y_l_r - 0.5 * n_labels * math.log(2 * math.pi))
         if not grad:
             return loglik, None, alpha
+        t0 = time.perf_counter()
         g_e, g_f, g_s = self.grams
-        r_inv = sla.solve_triangular(r_top, np.eye(n))
-        cov = r_inv @ r_inv.T  # Σ = (K_uu + εI + K_uf Λ K_fu)⁻¹
+        cov = covariance()  # Σ = (K_uu + εI + K_uf Λ K_fu)⁻¹
         # tr(G Σ) for symmetric G and Σ is an elementwise sum.
         t_e, t_f, t_s, t_u = (float(np.sum(g * cov)) for g in (g_e, g_f, g_s, kuu))
         t_lam = t_e / se**2 + t_f / sf**2 + t_s / ss**2
