@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-#: One fixed FLARE B2 setting for every metal (the demo's).
+#: One fixed FLARE B2 setting for every metal (the demo's until 2026-12-07, when the demo moved to l_max 4 and 500 sparse points).
 FLARE_PARAMS = dict(descriptor="B2", r_cut=5.0, n_max=4, l_max=2, zeta=2, sparse_per_frame=3, max_sparse=300,
                     block_size=10, optimize_every=60, maxiter=30)
 
