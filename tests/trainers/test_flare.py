@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -183,6 +184,10 @@ def test_exported_json_reloads_in_flare_and_lammps_file_is_written(b2_model, emt
         ours = model.predict([atoms])[0].forces
         np.testing.assert_allclose(a.get_forces(), ours, rtol=1e-6, atol=1e-6 * np.abs(ours).max())
     np.testing.assert_allclose(gp.hyps, model.hyps)
+    # the bounds the fit used, caps on σ_e (0.05 eV/atom) and σ_s (0.003 eV/Å³) included
+    lower = flare_structures.HYP_LOWER_BOUNDS
+    assert [tuple(b) for b in json.loads(out["sgp_json"].read_text())["bounds"]] == [
+        (lower[0], None), (lower[1], 0.05), (lower[2], None), (lower[3], 0.003)]
     # σ_e is per atom: each 31-atom frame's total energy has FLARE's relative noise 31.
     assert gp.rel_efs_noise[0] == [31.0, 1.0, 1.0]
     n_atoms = len(emt_cu_frames[0][0])

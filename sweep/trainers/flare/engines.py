@@ -82,7 +82,8 @@ class SerialEngine:
     @classmethod
     def fresh(cls, spec: DescriptorSpec, hyps: Sequence[float], params: FlareParams, **kwargs) -> "SerialEngine":
         """An empty model with initial hyperparameters ``hyps``."""
-        return cls(new_live_sgp(spec, hyps, params.zeta, params.maxiter), params, **kwargs)
+        return cls(new_live_sgp(spec, hyps, params.zeta, params.maxiter,
+                                hyperparameter_bounds(params.sigma_e_max, params.sigma_s_max)), params, **kwargs)
 
     @classmethod
     def resumed(cls, model: dict, sparse: list[list[int]], train_frames: Sequence[Atoms], params: FlareParams,

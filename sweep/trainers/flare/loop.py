@@ -32,7 +32,7 @@ from sweep.metrics import score
 from sweep.trainers.base import Prediction, Reporter, TrainContext
 from sweep.trainers.flare.params import FlareParams, scaled_sigma_f
 from sweep.trainers.flare.sgp import sgp_dict, write_sgp_json
-from sweep.trainers.flare.structures import DescriptorSpec, frame_labels
+from sweep.trainers.flare.structures import DescriptorSpec, frame_labels, hyperparameter_bounds
 
 #: Checkpoint folder inside the trainer's checkpoint directory.
 CHECKPOINT_NAME = "flare_ckpt"
@@ -112,7 +112,8 @@ def close_block(directory: Path, progress: Progress, params: FlareParams, spec: 
     progress.history.append({"step": stop, **metrics})
     progress.elapsed_s += time.perf_counter() - started
     save_checkpoint(directory, progress, sgp_dict(spec, progress.hyps, params.zeta, train_frames[:stop],
-                                                  progress.sparse, jitter, params.sigma_e_per_atom))
+                                                  progress.sparse, jitter, params.sigma_e_per_atom,
+                                                  hyperparameter_bounds(params.sigma_e_max, params.sigma_s_max)))
 
 
 def load_checkpoint(directory: Path, fingerprint: str) -> Progress | None:
@@ -231,4 +232,5 @@ def final_model(engine: Engine, params: FlareParams, spec: DescriptorSpec, train
                 progress: Progress) -> dict:
     """The trained model in FLARE's layout: every frame added so far, with its sparse atoms."""
     return sgp_dict(spec, progress.hyps, params.zeta, train_frames[:progress.frames_added], engine.sparse,
-                    engine.jitter, params.sigma_e_per_atom)
+                    engine.jitter, params.sigma_e_per_atom,
+                    hyperparameter_bounds(params.sigma_e_max, params.sigma_s_max))

@@ -117,7 +117,8 @@ def energy_noise_scale(per_atom: bool, n_atoms: int) -> float:
 
 
 def sgp_dict(spec: DescriptorSpec, hyps: Sequence[float], zeta: int, frames: Sequence[Atoms],
-             sparse: Sequence[Sequence[int]], jitter: float | None = None, per_atom: bool = True) -> dict:
+             sparse: Sequence[Sequence[int]], jitter: float | None = None, per_atom: bool = True,
+             bounds: Sequence[tuple[float, float | None]] | None = None) -> dict:
     """The model in FLARE's ``SGP_Wrapper.as_dict`` layout (what ``write_model`` writes).
 
     Built from an empty wrapper's ``as_dict`` (FLARE's own settings, kernel and descriptor
@@ -130,7 +131,7 @@ def sgp_dict(spec: DescriptorSpec, hyps: Sequence[float], zeta: int, frames: Seq
 
     kernel = C.NormalizedDotProduct(float(hyps[0]), int(zeta))
     calc = spec.calculator()
-    wrapper = _make_wrapper(spec, kernel, calc, hyps)
+    wrapper = _make_wrapper(spec, kernel, calc, hyps, bounds=bounds)
     if jitter is not None:
         wrapper.sparse_gp.Kuu_jitter = jitter
     out = wrapper.as_dict()
@@ -152,13 +153,20 @@ def sgp_dict(spec: DescriptorSpec, hyps: Sequence[float], zeta: int, frames: Seq
     return out
 
 
-def _make_wrapper(spec: DescriptorSpec, kernel, calc, hyps: Sequence[float], maxiter: int = 200):
-    """An empty FLARE ``SGP_Wrapper`` with our settings (the caller keeps kernel and calc alive)."""
+def _make_wrapper(spec: DescriptorSpec, kernel, calc, hyps: Sequence[float], maxiter: int = 200,
+                  bounds: Sequence[tuple[float, float | None]] | None = None):
+    """An empty FLARE ``SGP_Wrapper`` with our settings (the caller keeps kernel and calc alive).
+
+    ``bounds`` are the L-BFGS-B bounds of (σ, σ_e, σ_f, σ_s) that the training used
+    (:func:`~sweep.trainers.flare.structures.hyperparameter_bounds`), recorded in the model;
+    by default the lower bounds alone.
+    """
     _, sgp_py = flare_modules()
+    bounds = [tuple(b) for b in bounds] if bounds is not None else [(b, None) for b in HYP_LOWER_BOUNDS]
     return sgp_py.SGP_Wrapper(
         [kernel], [calc], spec.r_cut, float(hyps[1]), float(hyps[2]), float(hyps[3]), spec.species_map,
         variance_type="local", max_iterations=maxiter, opt_method="L-BFGS-B",
-        bounds=[(b, None) for b in HYP_LOWER_BOUNDS], single_atom_energies=spec.single_atom_energies,
+        bounds=bounds, single_atom_energies=spec.single_atom_energies,
     )
 
 
@@ -223,12 +231,13 @@ class LiveSGP:
         return self.gp.sparse_gp
 
 
-def new_live_sgp(spec: DescriptorSpec, hyps: Sequence[float], zeta: int, maxiter: int = 200) -> LiveSGP:
-    """An empty FLARE model with the given hyperparameters (σ, σ_e, σ_f, σ_s)."""
+def new_live_sgp(spec: DescriptorSpec, hyps: Sequence[float], zeta: int, maxiter: int = 200,
+                 bounds: Sequence[tuple[float, float | None]] | None = None) -> LiveSGP:
+    """An empty FLARE model with the given hyperparameters (σ, σ_e, σ_f, σ_s) and their ``bounds``."""
     C, _ = flare_modules()
     kernel = C.NormalizedDotProduct(float(hyps[0]), int(zeta))
     calc = spec.calculator()
-    return LiveSGP(_make_wrapper(spec, kernel, calc, hyps, maxiter), [kernel], [calc], spec)
+    return LiveSGP(_make_wrapper(spec, kernel, calc, hyps, maxiter, bounds), [kernel], [calc], spec)
 
 
 def rebuild_sgp(model: dict) -> LiveSGP:
@@ -245,7 +254,7 @@ def rebuild_sgp(model: dict) -> LiveSGP:
             warnings.filterwarnings("ignore", message="The mode='specific' but no custom_range")
             gp, kernels = sgp_py.SGP_Wrapper.from_dict(json.loads(json.dumps(model)))
         return LiveSGP(gp, kernels, list(gp.descriptor_calculators), spec)
-    live = new_live_sgp(spec, model["hyps"], zeta, int(model.get("max_iterations", 200)))
+    live = new_live_sgp(spec, model["hyps"], zeta, int(model.get("max_iterations", 200)), model.get("bounds"))
     live.sparse_gp.Kuu_jitter = model["Kuu_jitter"]
     rel = model.get("rel_efs_noise") or [[1.0, 1.0, 1.0]] * len(model["training_structures"])
     for frame, atoms, rel_efs in zip(frames_from_dict(model), model["sparse_indice"][0], rel):
