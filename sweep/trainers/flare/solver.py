@@ -191,13 +191,7 @@ class LikelihoodSolver:
         t0 = self._tick("solve_residuals", t0)
         if self.rank != 0:
             return float("nan"), None, alpha
-        log_det_a = 2 * np.sum(np.log(np.abs(np.diag(r_top))))
-
-        def covariance():
-            r_inv = sla.solve_triangular(r_top, np.eye(n))
-            return r_inv @ r_inv.T
-
-        return self._assemble(hyps, total, lower, log_det_a, covariance, alpha, grad)
+        return self._assemble(hyps, total, lower, r_top, alpha, grad)
 
     def solve_from_grams(self, hyps: Sequence[float], grad: bool) -> tuple[float, np.ndarray | None]:
         """(log-likelihood, gradient or None) at ``hyps`` from :meth:`precompute_grams` alone; rank 0 only.
@@ -232,32 +226,27 @@ class LikelihoodSolver:
         log_weights, counts = self.label_stats[0], self.label_stats[1:]
         log_noise = log_weights + float(counts @ np.log(inv2))
         total = np.array([y_l_r, k_l_r, *rx2, log_noise, *counts])
-        log_det_a = 2 * np.sum(np.log(np.abs(np.diag(r_top))))
-
-        def covariance():
-            r_inv = sla.solve_triangular(r_top, np.eye(n))
-            return r_inv @ r_inv.T
-
-        loglik, g, _ = self._assemble(hyps, total, lower, log_det_a, covariance, alpha, grad)
+        loglik, g, _ = self._assemble(hyps, total, lower, r_top, alpha, grad)
         self._tick("solve_from_grams", t0)
         return loglik, g
 
-    def _assemble(self, hyps, total, lower, log_det_a, covariance, alpha, grad):
-        """Log-likelihood and gradient from the label sums ``total``, chol(K_uu + εI) and log det A; rank 0."""
+    def _assemble(self, hyps, total, lower, r_top, alpha, grad):
+        """Log-likelihood and gradient from the label sums ``total``, chol(K_uu + εI) and R (RᵀR = A); rank 0."""
         n = lower.shape[0]
         kuu = self.kuu
         sig, se, sf, ss = (float(h) for h in hyps)
         y_l_r, k_l_r, re2, rf2, rs2, log_noise, n_e, n_f, n_s = total
         n_labels = n_e + n_f + n_s
         kuu_inv_det = 2 * np.sum(np.log(np.abs(np.diag(lower))))  # FLARE's names for log det terms
-        sigma_inv_det = -log_det_a
+        sigma_inv_det = -2 * np.sum(np.log(np.abs(np.diag(r_top))))  # −log det A
         complexity = 0.5 * (log_noise + kuu_inv_det + sigma_inv_det)
         loglik = float(complexity - 0.5 * y_l_r - 0.5 * n_labels * math.log(2 * math.pi))
         if not grad:
             return loglik, None, alpha
         t0 = time.perf_counter()
         g_e, g_f, g_s = self.grams
-        cov = covariance()  # Σ = (K_uu + εI + K_uf Λ K_fu)⁻¹
+        r_inv = sla.solve_triangular(r_top, np.eye(n))
+        cov = r_inv @ r_inv.T  # Σ = (K_uu + εI + K_uf Λ K_fu)⁻¹
         # tr(G Σ) for symmetric G and Σ is an elementwise sum.
         t_e, t_f, t_s, t_u = (float(np.sum(g * cov)) for g in (g_e, g_f, g_s, kuu))
         t_lam = t_e / se**2 + t_f / sf**2 + t_s / ss**2
