@@ -3,12 +3,13 @@
     python benchmarks/periodic_trend.py [--quick] [--frames 100] [--jobs 2] [--out DIR]
 
 Generates (or takes from the cache) the embedded mini-TM23 for all 27 metals, labelled by the
-default labeller (CHGNet 0.3.0, PBE level), ingests it, and trains FLARE with the same
+default labeller (SevenNet-0, PBE level), ingests it, and trains FLARE with the same
 hyperparameters on each metal's ``full`` task (cold, warm and melt together, as the paper's
 Fig. 2). Printed: each metal's test force % error (MAE / mean |F|), its d-electron count, and
 the Spearman correlation between the two; the paper finds early metals harder (ρ < 0).
 ``--quick`` uses 10 frames per temperature (27 training frames per metal, 3 test frames):
-under 10 minutes on 2 cores once the MD is cached, about 8 to generate it the first time.
+under 10 minutes on 2 cores once the MD is cached, about 8 to generate it the first time, and
+about 7 more for Ir, whose MD SevenNet-0 drives (estimated from its cost per step, not timed).
 Writes ``periodic_trend.png`` (the d-block heatmap, the analogue of the paper's Fig. 2) and
 ``periodic_trend.json`` into ``--out``.
 """

@@ -96,11 +96,12 @@ def potentials() -> None:
         name = f"{lab.name} (default)" if lab.name == DEFAULT_LABELLER else lab.name
         labellers.add_row(name, f"{lab.package}=={lab.version}", lab.model, lab.level_of_theory, lab.citation)
     console.print(labellers)
-    table = Table("element", "pair style", "files", "fallback", "MD T scale", "citation",
-                  title="classical potentials (drive the MD; label with --labeller classical)")
+    table = Table("element", "pair style", "files", "fallback", "MD T scale", "MD driven by", "citation",
+                  title="classical potentials (drive the MD unless named otherwise; label with --labeller classical)")
     for p in potential_table():
+        driver = "" if p.md_driver == "classical" else f"{LABELLERS[p.md_driver].model}, {p.md_timestep_fs:g} fs steps"
         table.add_row(p.element, p.pair_style, ", ".join(p.files), "yes" if p.fallback else "",
-                      f"{p.md_temperature_scale:g}", p.citation)
+                      f"{p.md_temperature_scale:g}", driver, p.citation)
     console.print(table)
 
 

@@ -1,11 +1,12 @@
 """Generate the embedded mini-TM23 and write it in the real archive's layout.
 
 Per element: one vacancy supercell (seeded), then per temperature a Langevin trajectory
-at 0.25/0.75/1.25 Tmelt driven by the element's classical potential (the melt first
-melted at 2 Tmelt), sampled every 50 fs after 5 ps, each frame labelled by the data
-set's labeller (SevenNet-0 by default, PBE level). The first 90% of each trajectory's
-frames are train and the last 10% test, as the archive's first 900 / last 100; the
-``2700cwm`` files concatenate the three temperatures.
+at 0.25/0.75/1.25 Tmelt driven by the element's classical potential (or by a labeller,
+where no potential at hand melts the metal near its Tmelt; the melt first melted at
+2 Tmelt), sampled every 50 fs after 5 ps, each frame labelled by the data set's labeller
+(SevenNet-0 by default, PBE level). The first 90% of each trajectory's frames are train
+and the last 10% test, as the archive's first 900 / last 100; the ``2700cwm`` files
+concatenate the three temperatures.
 
 Trajectories run in worker processes (one thread each, ``jobs`` at a time). Each element's
 files are cached by their inputs (:mod:`sweep.data.generate.cache`). The collection is
@@ -33,7 +34,7 @@ from sweep.data.frames import relabel
 from sweep.data.generate.cache import PROTOCOL_VERSION, ElementCache, element_key
 from sweep.data.generate.labellers import DEFAULT_LABELLER, get_labeller
 from sweep.data.generate.md import MDSettings, run_trajectory
-from sweep.data.generate.potentials import calculator_for, potential_info
+from sweep.data.generate.potentials import PotentialInfo, potential_info
 from sweep.data.generate.structures import perfect_supercell, vacancy_supercell
 from sweep.elements import TEMPERATURES, get_element
 from sweep.errors import InputError
@@ -57,7 +58,7 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 def generate_trajectory(symbol: str, label: str, frames_per_temperature: int, seed: int,
                         settings: MDSettings = MDSettings(), labeller: str = DEFAULT_LABELLER,
                         md_temperature_scale: float | None = None) -> list[Atoms]:
-    """One trajectory of ``symbol`` at temperature ``label``: MD by the classical potential, labels by ``labeller``.
+    """One trajectory of ``symbol`` at temperature ``label``: MD by the element's MD driver, labels by ``labeller``.
 
     The MD runs at ``md_temperature_scale`` × TM23's temperature (default: the potential's own
     scale, :attr:`PotentialInfo.md_temperature_scale`); each frame records both.
@@ -68,17 +69,28 @@ def generate_trajectory(symbol: str, label: str, frames_per_temperature: int, se
     scale = md.md_temperature_scale if md_temperature_scale is None else md_temperature_scale
     who = get_labeller(labeller)
     base = {"element": symbol, "temperature": label, "vacancy_site": site,
-            "n_perfect_supercell": len(perfect_supercell(element)), "md_potential": md.pair_style,
-            "md_potential_fallback": md.fallback, "protocol_version": PROTOCOL_VERSION,
-            "tm23_temperature_K": element.temperature(label), "md_temperature_scale": scale, **who.describe()}
+            "n_perfect_supercell": len(perfect_supercell(element)), "md_potential": md_potential_name(md),
+            "md_potential_fallback": md.fallback and md.md_driver == "classical",
+            "protocol_version": PROTOCOL_VERSION, "tm23_temperature_K": element.temperature(label),
+            "md_temperature_scale": scale, **who.describe()}
     premelt = scale * settings.premelt_factor * element.t_melt if label == "melt" else None
-    frames = run_trajectory(start, calculator_for(symbol), scale * element.temperature(label), frames_per_temperature,
-                            _rng(seed, element.Z, TEMPERATURES.index(label) + 1), settings, info=base,
-                            premelt_K=premelt)
-    if who.name == "classical":  # the MD potential labelled the frames already
+    frames = run_trajectory(start, get_labeller(md.md_driver).calculator(symbol), scale * element.temperature(label),
+                            frames_per_temperature, _rng(seed, element.Z, TEMPERATURES.index(label) + 1),
+                            md_settings(md, settings), info=base, premelt_K=premelt)
+    if who.name == md.md_driver:  # the MD's calculator labelled the frames already
         return frames
     calculator = who.calculator(symbol)
     return [relabel(frame, calculator) for frame in frames]
+
+
+def md_potential_name(md: PotentialInfo) -> str:
+    """What drove an element's MD, as frames and cache entries record it: the pair style, or the labeller."""
+    return md.pair_style if md.md_driver == "classical" else get_labeller(md.md_driver).model
+
+
+def md_settings(md: PotentialInfo, settings: MDSettings) -> MDSettings:
+    """``settings`` with the element's own MD step where its driver has one."""
+    return settings if md.md_timestep_fs is None else settings.model_copy(update={"timestep_fs": md.md_timestep_fs})
 
 
 def generate_element(symbol: str, frames_per_temperature: int, seed: int, settings: MDSettings = MDSettings(),
@@ -133,10 +145,10 @@ def one_core_worker() -> None:
 
 def _element_inputs(symbol: str, frames_per_temperature: int, seed: int, settings: MDSettings,
                     labeller: str) -> dict:
-    who = get_labeller(labeller)
+    who, md = get_labeller(labeller), potential_info(symbol)
     return {"element": symbol, "frames_per_temperature": frames_per_temperature, "seed": seed,
-            "md": settings.model_dump(), "md_potential": potential_info(symbol).pair_style,
-            "md_temperature_scale": potential_info(symbol).md_temperature_scale, "labeller": who.describe()}
+            "md": md_settings(md, settings).model_dump(), "md_potential": md_potential_name(md),
+            "md_temperature_scale": md.md_temperature_scale, "labeller": who.describe()}
 
 
 def generate_archive(

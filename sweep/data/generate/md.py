@@ -1,7 +1,8 @@
 """Langevin MD at one temperature: (melt,) equilibrate, then sample frames at a fixed interval.
 
 This mirrors the TM23 protocol (NVT AIMD, 5 ps of equilibration dropped, a frame every
-50 fs) with a cheap classical calculator driving the dynamics; the sampled frames are then
+50 fs) with a cheap classical calculator driving the dynamics (or, for a metal that no
+potential at hand melts near its Tmelt, the labeller itself); the sampled frames are then
 labelled by the data set's labeller (:mod:`sweep.data.generate.labellers`), as the paper
 relabelled its Γ-point AIMD frames at a denser k-mesh. A liquid trajectory is first melted
 well above Tmelt, then held at its own temperature. The centre of mass is held fixed

