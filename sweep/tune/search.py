@@ -15,7 +15,10 @@ the trial, by :meth:`LoadedSpace.resolve_params`).
 - Those Optuna searches start from the best points of neighbouring metals
   (:mod:`sweep.tune.warm_start`), unless ``search.warm_start`` is false.
 - ASHA, when asked for, runs per group too (:class:`GroupedScheduler`): comparing a Cu
-  trial's force error with a Ti trial's would stop the wrong trials.
+  trial's force error with a Ti trial's would stop the wrong trials. A warm-start point
+  (its spec has ``warm_from``, the neighbour it came from) is never stopped early: it
+  finished as a neighbour's best, and an early rung, decided against the few trials that
+  reached it first, is no evidence against it. Its results still fill the rungs.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from sweep.tune.space import ChoiceParam, GridParam, Group, LoadedSpace
 from sweep.tune.warm_start import WarmStarts
 
 SPEC_KEY = "spec"
+#: The spec key of a warm-start point: the neighbouring metal whose best it is.
+WARM_FROM = "warm_from"
 
 
 def group_key(config: dict) -> str:
@@ -135,8 +140,9 @@ class GroupedSearcher(Searcher):
         self._groups = list(loaded.groups)
         self._searched = {g.key: loaded.searched(g.study) for g in self._groups}
         self._warm = warm
-        #: warm-start points each group has enqueued
+        #: warm-start points each group has enqueued, and the neighbour each came from
         self._warmed: dict[str, list[dict]] = {g.key: [] for g in self._groups}
+        self._warm_source: dict[str, dict[str, str]] = {g.key: {} for g in self._groups}
         self._trial_params: dict[str, dict] = {}
         self._inner = {g.key: _make_searcher(loaded, g, i) for i, g in enumerate(self._groups)}
         self._budget = {g.key: loaded.group_size(g.study) for g in self._groups}
@@ -169,18 +175,24 @@ class GroupedSearcher(Searcher):
             self._issued[group.key] += 1
             self._trial_group[trial_id] = group.key
             self._next = (self._next + k + 1) % n
-            return {SPEC_KEY: {"study": group.study, "model": group.model, "element": group.element,
-                               "task": group.task, "params": params}}
+            spec = {"study": group.study, "model": group.model, "element": group.element,
+                    "task": group.task, "params": params}
+            source = self._warm_source[group.key].get(point_key(params))
+            if source is not None:
+                spec[WARM_FROM] = source
+            return {SPEC_KEY: spec}
         return self.FINISHED
 
     def _enqueue_warm(self, group: Group) -> None:
         """Enqueue, once each, the neighbours' best points this group has not tried (Optuna ``enqueue_trial``)."""
         if self._warm is None:
             return
-        for point in self._warm.candidates(group.model, group.task, group.element, self._searched[group.key]):
+        for source, point in self._warm.candidates(group.model, group.task, group.element,
+                                                   self._searched[group.key]):
             if point in self._warmed[group.key] or point_key(point) in self._seen[group.key]:
                 continue
             self._warmed[group.key].append(point)
+            self._warm_source[group.key][point_key(point)] = source
             self._inner[group.key]._ot_study.enqueue_trial(point)  # Ray's OptunaSearch keeps its study here
 
     def warm_points(self) -> dict[str, list[dict]]:
@@ -265,11 +277,14 @@ class GroupedScheduler(FIFOScheduler):
         self._child(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        """Let the group's scheduler decide: continue or stop."""
+        """Let the group's scheduler decide: continue or stop; a warm-start point always continues."""
         child = self._child(trial)
         if trial.trial_id not in getattr(child, "_trial_info", {trial.trial_id: None}):
             child.on_trial_add(tune_controller, trial)  # a trial restored from a snapshot
-        return child.on_trial_result(tune_controller, trial, result)
+        decision = child.on_trial_result(tune_controller, trial, result)  # records the result in its rung
+        if trial.config[SPEC_KEY].get(WARM_FROM):
+            return self.CONTINUE
+        return decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         """Tell the group's scheduler."""

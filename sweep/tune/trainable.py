@@ -42,6 +42,7 @@ from sweep.tune.ledger import (
     training_counts,
 )
 from sweep.tune.resources import TrialResources
+from sweep.tune.search import WARM_FROM
 from sweep.tune.space import LoadedSpace
 
 #: Keys every report to Tune carries besides the metrics: from the ledger (1) or trained (0),
@@ -51,6 +52,8 @@ LEDGER_HIT = "ledger_hit"
 DRIVER_INTERRUPTED = threading.Event()
 CONFIG_HASH = "config_hash"
 FINAL = "final"
+#: Seconds of training so far, on every report; a finished trial's last value is its whole training.
+TRAIN_SECONDS = "train_seconds"
 
 
 @dataclass
@@ -141,6 +144,8 @@ def _train_and_record(sweep: SweepContext, spec: dict, hyper: dict, digest: str,
 
     tags = {"sweep": sweep.name, "model": model, "element": element, "task": task, "trial_id": trial_id,
             "config_hash": digest, **sweep.extra_tags}
+    if spec.get(WARM_FROM):  # a neighbouring metal's best, tried first
+        tags[WARM_FROM] = spec[WARM_FROM]
     run = TrialRun(sweep.tracking_uri, sweep.experiment_id, tags, run_name=f"{model}-{element}-{task}-{digest[:8]}",
                    key_metric=sweep.metric, pending_file=work / PENDING_FILE).start()
     run.log_params({**hyper, "seed": sweep.seed, "n_train": counts["train"], "n_val": counts["val"],
@@ -154,10 +159,14 @@ def _train_and_record(sweep: SweepContext, spec: dict, hyper: dict, digest: str,
     # a training resumed from a checkpoint at its very end reports nothing new: its last step is
     # then the last one its (re-attached) MLflow run already has
     last: dict[str, Any] = {"step": max(run.logged_upto, 0), "metrics": {}}
+    training = {"started": time.perf_counter()}  # reset when the training starts
 
     def reporter(step: int, metrics) -> None:
         lease.check()  # a trial whose lease was taken over (its node was cut off) stops here
+        # the training seconds so far ride on every report, so that a trial the scheduler stops
+        # keeps its real compute in its ledger record rather than none
         values = {k: float(v) for k, v in metrics.items()}
+        values[TRAIN_SECONDS] = time.perf_counter() - training["started"]
         last["step"], last["metrics"] = int(step), values
         run.log_step(int(step), values)
         tune.report({**values, "step": int(step), LEDGER_HIT: 0.0, CONFIG_HASH: digest})
@@ -170,7 +179,7 @@ def _train_and_record(sweep: SweepContext, spec: dict, hyper: dict, digest: str,
                            reported_up_to=max(run.logged_upto, 0))
     export = sweep.loaded.space.studies[spec["study"]].export
     timings["setup_s"] = time.perf_counter() - mark
-    mark = time.perf_counter()
+    mark = training["started"] = time.perf_counter()
     try:
         result = _training(model, hyper, split, work, reporter, context, trial_id, export, last)
     except SystemExit:

@@ -113,17 +113,21 @@ class WarmStarts:
                 best = option
         return best[1]
 
-    def candidates(self, model: str, task: str, element: str, searched: dict[str, Any]) -> list[dict[str, Any]]:
-        """The best points of ``element``'s nearest ``neighbours`` (that have one), closest first, in its space."""
+    def candidates(self, model: str, task: str, element: str,
+                   searched: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """(neighbour, its best point) of ``element``'s nearest ``neighbours`` that have one, closest first.
+
+        Only points in ``element``'s own space count; a point two neighbours share is offered once.
+        """
         known = {k[2] for k in (*self.earlier, *self.current) if k[:2] == (model, task)}
-        out: list[dict[str, Any]] = []
+        out: list[tuple[str, dict[str, Any]]] = []
         for other in neighbours_first(element, sorted(known)):
             best = self._best((model, task, other))
             if best is None:
                 continue
             point = in_space(best, searched)
-            if point is not None and point not in out:
-                out.append(point)
+            if point is not None and point not in [p for _, p in out]:
+                out.append((other, point))
             if len(out) >= self.neighbours:
                 break
         return out

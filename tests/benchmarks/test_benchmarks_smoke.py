@@ -248,3 +248,12 @@ def test_winner_ranks_and_the_grace_that_keeps_the_winner():
     assert ranks == {1: (6, 6), 2: (6, 6), 3: (3, 6), 4: (1, 6)}
     assert ttb.safe_grace(ranks, 3.0) == 4  # only a grace of all four reports keeps "w"
     assert ttb.safe_grace({1: (1, 6), 2: (1, 6), 3: (1, 6)}, 3.0) == 1
+
+
+def test_a_grid_winner_retrained_under_other_seeds(sweep_store, tmp_path):
+    ttb = _load("time_to_best")
+    params = {"descriptor": "B2", "r_cut": 4.0, "n_max": 2, "l_max": 1, "sparse_per_frame": 3, "maxiter": 5}
+    spread = ttb.seed_spread("flare", "Cu", params, Path(sweep_store), range(2), tmp_path)
+    assert [seed for seed, _, _ in spread] == [0, 1]
+    assert all(math.isfinite(v) and v > 0 and math.isfinite(t) and t > 0 for _, v, t in spread)
+    assert ttb.spread_text([10.0, 12.0, 20.0]) == "10.0–20.0 (range 83% of the median)"

@@ -44,6 +44,10 @@ def test_asha_stops_are_final(tmp_path, sweep_store):
     for h in ledger:
         assert len(counts[h]["starts"]) == 1
         assert len(counts[h]["ends"]) == (0 if h in stopped else 1)
+    # a stopped trial keeps the training seconds it spent, fewer than any trial that trained to the end
+    spent = {h: r["metrics"]["train_seconds"] for h, r in ledger.items()}
+    assert all(spent[h] > 0 for h in ledger)
+    assert max(spent[h] for h in stopped) < min(spent[h] for h in ledger if h not in stopped)
 
     df = mlflow_runs(runs, "asha")
     assert len(df) == 6 and set(df["status"]) == {"FINISHED"}

@@ -91,8 +91,10 @@ def test_variant_space_expands_per_element_grids():
     assert space and scheduler is None and num_samples == 1
 
 
-def _trial(element: str, n: int) -> Trial:
+def _trial(element: str, n: int, warm_from: str | None = None) -> Trial:
     config = {"spec": {"study": 0, "model": "nequip", "element": element, "task": "full", "params": {}}}
+    if warm_from:
+        config["spec"]["warm_from"] = warm_from
     return Trial("run_trial", config=config, stub=True, trial_id=f"{element}{n}")
 
 
@@ -116,3 +118,22 @@ def test_asha_compares_trials_only_within_their_group():
     assert decisions["Ti3"] == TrialScheduler.STOP
     assert decisions["Cu3"] == TrialScheduler.STOP
     assert set(scheduler._by_group) == {"nequip/Cu/full", "nequip/Ti/full"}
+
+
+def test_asha_never_stops_a_warm_start_point_but_ranks_others_against_it():
+    _, _, scheduler, _ = build_search(_space("grid", scheduler="asha"))
+    good, warm, plain, late = _trial("Cu", 0), _trial("Cu", 1, warm_from="Ag"), _trial("Cu", 2), _trial("Cu", 3)
+    for t in (good, warm, plain, late):
+        scheduler.on_trial_add(None, t)
+
+    def report(trial, value):
+        return scheduler.on_trial_result(None, trial, {"training_iteration": 1, "val_forces_mae": value})
+
+    assert report(good, 10.0) == TrialScheduler.CONTINUE
+    assert report(warm, 50.0) == TrialScheduler.CONTINUE  # Ag's best, behind at the first rung, runs on
+    assert report(plain, 50.0) == TrialScheduler.STOP  # the same value stops a trial TPE drew
+    # the warm point's value sits in the rung (η = 2, median cutoff): 40 beats the median of 10, 50
+    # and 50, where without the warm point's 50 it would fall behind the median of 10 and 50
+    assert report(late, 40.0) == TrialScheduler.CONTINUE
+    rung = scheduler._by_group["nequip/Cu/full"]._brackets[0]._rungs[-1][1]
+    assert rung[warm.trial_id] == -50.0

@@ -61,6 +61,8 @@ def test_a_neighbours_best_so_far_is_tried_next_once_it_has_its_startup_results(
     best_ag = ag[1][1]
     (_, cu), = [x for x in _suggest_all_from(searcher, 6, 3) if x[1]["element"] == "Cu"]
     assert cu["params"] == best_ag  # Cu's next trial is Ag's best, group 11
+    assert cu["warm_from"] == "Ag"  # marked, so that ASHA lets it run and MLflow tags it
+    assert all("warm_from" not in spec for _, spec in first)  # TPE's own draws are not
     # Ti (group 4, hcp) has no close neighbour but still gets the only finished one, Ag
     assert searcher.warm_points()["flare/Ti/grid"] == [best_ag]
     assert searcher.warm_points()["flare/Ag/grid"] == []  # never its own
