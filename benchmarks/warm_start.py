@@ -124,6 +124,17 @@ def median_fraction(results: list[tuple[float, bool]]) -> float:
     return statistics.median(f if ok else math.inf for f, ok in results)
 
 
+def warm_over_cold(warm: float, cold: float) -> float:
+    """warm / cold of two median fractions; infinite when warm's median seed never got there (cold's or not).
+
+    A target where neither got there counts as no gain, not as an undefined ratio that would
+    leave the median over targets undefined too.
+    """
+    if math.isinf(warm):
+        return math.inf
+    return warm / cold if cold > 0 else math.nan
+
+
 def main() -> None:
     """Measure the grids, replay cold and warm searches, print per seed and the ratios last."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -177,13 +188,14 @@ def main() -> None:
         cold, warm = median_fraction(row["cold"]), median_fraction(row["warm"])
         # a cold seed that never got there spent all it had: that spend bounds its fraction from below
         cold_floor = statistics.median(f for f, _ in row["cold"])
-        ratio = warm / cold if cold > 0 else math.nan  # 0 when the cold median never got there
-        bound = warm / cold_floor if cold_floor > 0 else math.nan
+        ratio = warm_over_cold(warm, cold)
+        bound = warm_over_cold(warm, cold_floor)
         ratios.append(ratio)
         bounds.append(bound)
         print(f"  {row['target']}: warm {warm:.3f} / cold {cold:.3f} = {ratio:.2f}; at most {bound:.2f} "
               f"(cold seeds that never got there counted at what they spent, {cold_floor:.3f})")
-    print(f"  median over targets: {statistics.median(ratios):.2f}; at most {statistics.median(bounds):.2f}")
+    print(f"  median over targets: {statistics.median(ratios):.2f}; at most {statistics.median(bounds):.2f} "
+          "(a target whose warm median seed never got there counts as infinite)")
 
 
 if __name__ == "__main__":

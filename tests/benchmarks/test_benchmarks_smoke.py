@@ -257,3 +257,14 @@ def test_a_grid_winner_retrained_under_other_seeds(sweep_store, tmp_path):
     assert [seed for seed, _, _ in spread] == [0, 1]
     assert all(math.isfinite(v) and v > 0 and math.isfinite(t) and t > 0 for _, v, t in spread)
     assert ttb.spread_text([10.0, 12.0, 20.0]) == "10.0–20.0 (range 83% of the median)"
+
+
+def test_warm_over_cold_never_leaves_the_median_undefined():
+    import statistics
+
+    ws = _load("warm_start")
+    assert ws.warm_over_cold(0.1, 0.4) == pytest.approx(0.25)
+    assert ws.warm_over_cold(0.1, math.inf) == 0.0  # cold's median seed never got there
+    assert ws.warm_over_cold(math.inf, math.inf) == math.inf  # neither: no gain
+    ratios = [ws.warm_over_cold(w, c) for w, c in ((0.149, 0.234), (math.inf, math.inf), (0.131, 0.242), (0.031, 0.248))]
+    assert statistics.median(ratios) == pytest.approx((0.149 / 0.234 + 0.131 / 0.242) / 2)

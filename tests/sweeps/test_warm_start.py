@@ -137,3 +137,55 @@ def test_run_offers_the_no_warm_start_flag():
 
     out = CliRunner().invoke(app, ["run", "--help"], terminal_width=200)
     assert out.exit_code == 0 and "--no-warm-start" in out.output
+
+
+FIRST = """
+elements: [Au]
+task: full
+search: {algorithm: grid}
+studies:
+  - model: flare
+    resources: {cpus: 1}
+    params:
+      r_cut: {grid: [3.5, 4.5]}
+      n_max: 2
+      l_max: 1
+      sparse_per_frame: 3
+      maxiter: 10
+"""
+
+THEN = """
+elements: [Cu]
+task: full
+search: {algorithm: tpe, num_samples: 2, startup_trials: 1, seed: 0}
+scheduler: {kind: asha, grace_period: 1, reduction_factor: 2}
+studies:
+  - model: flare
+    resources: {cpus: 1}
+    params:
+      r_cut: {grid: [3.5, 4.5]}
+      n_max: 2
+      l_max: 1
+      sparse_per_frame: 3
+      block_size: 4
+      maxiter: 10
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_later_sweep_tries_its_neighbours_best_first_runs_it_to_the_end_and_tags_it(tmp_path, sweep_store):
+    from tests.sweeps.conftest import cli, mlflow_runs, write_space
+
+    runs = tmp_path / "runs"
+    for name, text in (("first", FIRST), ("then", THEN)):
+        out = cli("run", str(write_space(tmp_path, text, f"{name}.yaml")), "--store", sweep_store,
+                  "--runs-dir", str(runs), "--num-cpus", "1", "--no-live")
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    au_best = min(Ledger(runs / "first").records(), key=lambda r: r.metrics["val_forces_mae"])
+    cu = mlflow_runs(runs, "then")
+    assert len(cu) == 2
+    warm = cu[cu["tags.warm_from"] == "Au"]
+    assert len(warm) == 1 and float(warm["params.r_cut"].iloc[0]) == au_best.params["r_cut"]
+    record, = [r for r in Ledger(runs / "then").records() if r.mlflow_run_id == warm["run_id"].iloc[0]]
+    assert record.status == "finished"  # ASHA may stop the other trial, never this one
