@@ -139,37 +139,26 @@ def test_run_offers_the_no_warm_start_flag():
     assert out.exit_code == 0 and "--no-warm-start" in out.output
 
 
-FIRST = """
-elements: [Au]
+#: A tiny FLARE space over r_cut; FIRST grids it for Au, THEN searches it for Cu with TPE and ASHA.
+TINY = """
+elements: [{element}]
 task: full
-search: {algorithm: grid}
+search: {search}
+scheduler: {scheduler}
 studies:
   - model: flare
-    resources: {cpus: 1}
+    resources: {{cpus: 1}}
     params:
-      r_cut: {grid: [3.5, 4.5]}
-      n_max: 2
-      l_max: 1
-      sparse_per_frame: 3
-      maxiter: 10
-"""
-
-THEN = """
-elements: [Cu]
-task: full
-search: {algorithm: tpe, num_samples: 2, startup_trials: 1, seed: 0}
-scheduler: {kind: asha, grace_period: 1, reduction_factor: 2}
-studies:
-  - model: flare
-    resources: {cpus: 1}
-    params:
-      r_cut: {grid: [3.5, 4.5]}
+      r_cut: {{grid: [3.5, 4.5]}}
       n_max: 2
       l_max: 1
       sparse_per_frame: 3
       block_size: 4
       maxiter: 10
 """
+FIRST = TINY.format(element="Au", search="{algorithm: grid}", scheduler="{kind: none}")
+THEN = TINY.format(element="Cu", search="{algorithm: tpe, num_samples: 2, startup_trials: 1, seed: 0}",
+                   scheduler="{kind: asha, grace_period: 1, reduction_factor: 2}")
 
 
 @pytest.mark.slow
