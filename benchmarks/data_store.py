@@ -37,9 +37,11 @@ def main() -> None:
     from sweep.data import FrameStore, ingest_archive
     from sweep.data.archive import read_extxyz, scan_archive
     from sweep.data.generate import generate_archive
+    from sweep.data.generate.cache import default_cache_root
 
     with tempfile.TemporaryDirectory() as tmp:
-        collection = generate_archive(Path(tmp) / "archive", elements, frames_per_temperature=frames, progress=False)
+        collection = generate_archive(Path(tmp) / "archive", elements, frames_per_temperature=frames, progress=False,
+                                      cache_root=default_cache_root())
         ingest_archive(collection, Path(tmp) / "store", progress=False)
         store = FrameStore.open(Path(tmp) / "store")
         contents = scan_archive(collection)

@@ -156,11 +156,13 @@ def main() -> None:
 
     from sweep.data import ingest_archive
     from sweep.data.generate import generate_archive
+    from sweep.data.generate.cache import default_cache_root
 
     arms: dict[bool, list] = {True: [], False: []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        collection = generate_archive(tmp / "archive", ["Cu"], frames_per_temperature=args.frames, progress=False)
+        collection = generate_archive(tmp / "archive", ["Cu"], frames_per_temperature=args.frames, progress=False,
+                                      cache_root=default_cache_root())
         ingest_archive(collection, tmp / "store", progress=False)
         space = tmp / "flare_sharing.yaml"
         space.write_text(space_text(args.quick, args.trial_cpus))

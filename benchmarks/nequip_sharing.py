@@ -167,10 +167,12 @@ def main() -> None:
 
     from sweep.data import FrameStore, ingest_archive
     from sweep.data.generate import generate_archive
+    from sweep.data.generate.cache import default_cache_root
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        collection = generate_archive(tmp / "archive", ["Cu"], frames_per_temperature=args.frames, progress=False)
+        collection = generate_archive(tmp / "archive", ["Cu"], frames_per_temperature=args.frames, progress=False,
+                                      cache_root=default_cache_root())
         ingest_archive(collection, tmp / "store", progress=False)
         frames = FrameStore.open(tmp / "store").frames("Cu", "melt", "train")[:22]
         epoch = nl_epoch_share(frames[:20], frames[20:], max(4, epochs), tmp / "epoch")

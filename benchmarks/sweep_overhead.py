@@ -115,11 +115,13 @@ def main() -> None:
 
     from sweep.data import ingest_archive
     from sweep.data.generate import generate_archive
+    from sweep.data.generate.cache import default_cache_root
     from sweep.tune.runner import run_sweep
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        collection = generate_archive(tmp / "archive", ["Cu", "Au"], frames_per_temperature=frames, progress=False)
+        collection = generate_archive(tmp / "archive", ["Cu", "Au"], frames_per_temperature=frames, progress=False,
+                                      cache_root=default_cache_root())
         ingest_archive(collection, tmp / "store", progress=False)
         r_cuts = [round(4.0 + 0.25 * i, 2) for i in range(k // 2)]
         (tmp / "flare.yaml").write_text(FLARE_SPACE.format(r_cuts=r_cuts))
