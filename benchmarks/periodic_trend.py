@@ -8,8 +8,8 @@ hyperparameters on each metal's ``full`` task (cold, warm and melt together, as 
 Fig. 2). Printed: each metal's test force % error (MAE / mean |F|), its d-electron count, and
 the Spearman correlation between the two; the paper finds early metals harder (ρ < 0).
 ``--quick`` uses 10 frames per temperature (27 training frames per metal, 3 test frames):
-under 10 minutes on 2 cores once the MD is cached, about 8 to generate it the first time, and
-about 7 more for Ir, whose MD SevenNet-0 drives (estimated from its cost per step, not timed).
+under 10 minutes on 2 cores once the MD is cached; about 20 minutes from an empty cache
+(2026-12-07: generation 1178 s, Ir's SevenNet-0-driven MD included).
 Writes ``periodic_trend.png`` (the d-block heatmap, the analogue of the paper's Fig. 2) and
 ``periodic_trend.json`` into ``--out``.
 """
