@@ -140,9 +140,8 @@ class GroupedSearcher(Searcher):
         self._groups = list(loaded.groups)
         self._searched = {g.key: loaded.searched(g.study) for g in self._groups}
         self._warm = warm
-        #: warm-start points each group has enqueued, and the neighbour each came from
-        self._warmed: dict[str, list[dict]] = {g.key: [] for g in self._groups}
-        self._warm_source: dict[str, dict[str, str]] = {g.key: {} for g in self._groups}
+        #: per group, the warm-start points it has enqueued (by point_key): (the neighbour it came from, the point)
+        self._warmed: dict[str, dict[str, tuple[str, dict]]] = {g.key: {} for g in self._groups}
         self._trial_params: dict[str, dict] = {}
         self._inner = {g.key: _make_searcher(loaded, g, i) for i, g in enumerate(self._groups)}
         self._budget = {g.key: loaded.group_size(g.study) for g in self._groups}
@@ -177,9 +176,9 @@ class GroupedSearcher(Searcher):
             self._next = (self._next + k + 1) % n
             spec = {"study": group.study, "model": group.model, "element": group.element,
                     "task": group.task, "params": params}
-            source = self._warm_source[group.key].get(point_key(params))
-            if source is not None:
-                spec[WARM_FROM] = source
+            warm = self._warmed[group.key].get(point_key(params))
+            if warm is not None:
+                spec[WARM_FROM] = warm[0]
             return {SPEC_KEY: spec}
         return self.FINISHED
 
@@ -189,15 +188,15 @@ class GroupedSearcher(Searcher):
             return
         for source, point in self._warm.candidates(group.model, group.task, group.element,
                                                    self._searched[group.key]):
-            if point in self._warmed[group.key] or point_key(point) in self._seen[group.key]:
+            key = point_key(point)
+            if key in self._warmed[group.key] or key in self._seen[group.key]:
                 continue
-            self._warmed[group.key].append(point)
-            self._warm_source[group.key][point_key(point)] = source
+            self._warmed[group.key][key] = (source, point)
             self._inner[group.key]._ot_study.enqueue_trial(point)  # Ray's OptunaSearch keeps its study here
 
     def warm_points(self) -> dict[str, list[dict]]:
         """The warm-start points each group has enqueued so far."""
-        return {k: list(v) for k, v in self._warmed.items()}
+        return {k: [point for _, point in v.values()] for k, v in self._warmed.items()}
 
     def _draw_new(self, key: str, trial_id: str) -> dict | None:
         """The group's next suggestion that it has not issued before (TPE on a grid repeats itself).
