@@ -89,6 +89,7 @@ def print_phases(checks) -> None:
 def potentials() -> None:
     """List the labellers (package, version, citation) and each element's classical MD potential."""
     from sweep.data.generate import potential_table
+    from sweep.data.generate.archive_writer import md_potential_name
     from sweep.data.generate.labellers import DEFAULT_LABELLER, LABELLERS
 
     labellers = Table("labeller", "package", "model", "level of theory", "citation", title="labellers")
@@ -99,7 +100,7 @@ def potentials() -> None:
     table = Table("element", "pair style", "files", "fallback", "MD T scale", "MD driven by", "citation",
                   title="classical potentials (drive the MD unless named otherwise; label with --labeller classical)")
     for p in potential_table():
-        driver = "" if p.md_driver == "classical" else f"{LABELLERS[p.md_driver].model}, {p.md_timestep_fs:g} fs steps"
+        driver = "" if p.md_driver == "classical" else f"{md_potential_name(p)}, {p.md_timestep_fs:g} fs steps"
         table.add_row(p.element, p.pair_style, ", ".join(p.files), "yes" if p.fallback else "",
                       f"{p.md_temperature_scale:g}", driver, p.citation)
     console.print(table)
