@@ -52,10 +52,13 @@ def phases_at_scale(symbol: str, scale: float, frames_per_temperature: int, seed
                     settings: MDSettings = MDSettings()) -> ScaleOutcome:
     """Run ``symbol``'s cold, warm and melt MD at ``scale`` × TM23's temperatures and check each phase."""
     from sweep.data.generate.archive_writer import generate_trajectory
+    from sweep.data.generate.potentials import potential_info
 
+    # the phase reads positions only: labelling by the MD's own driver spares a second labeller
+    driver = potential_info(symbol).md_driver
     checks = []
     for label in TEMPERATURES:
-        frames = generate_trajectory(symbol, label, frames_per_temperature, seed, settings, labeller="classical",
+        frames = generate_trajectory(symbol, label, frames_per_temperature, seed, settings, labeller=driver,
                                      md_temperature_scale=scale)
         checks.append(check_phase(frames, symbol, label))
     return ScaleOutcome(element=symbol, scale=scale, checks=checks)
