@@ -159,7 +159,7 @@ def _train_and_record(sweep: SweepContext, spec: dict, hyper: dict, digest: str,
     # a training resumed from a checkpoint at its very end reports nothing new: its last step is
     # then the last one its (re-attached) MLflow run already has
     last: dict[str, Any] = {"step": max(run.logged_upto, 0), "metrics": {}}
-    training = {"started": time.perf_counter()}  # reset when the training starts
+    training: dict[str, float] = {}  # "started": set just before the training, which alone calls reporter
 
     def reporter(step: int, metrics) -> None:
         lease.check()  # a trial whose lease was taken over (its node was cut off) stops here
