@@ -1,6 +1,6 @@
 """Warm starts across metals: compute to reach each target metal's grid best, with and without its neighbours.
 
-    python benchmarks/warm_start.py [--quick] [--seeds 5] [--cpus 2] [--frames F] [--samples S]
+    python benchmarks/warm_start.py [--quick] [--seeds 5] [--cpus 2] [--frames F] [--samples S] [--targets all]
 
 1. Measure. The FLARE B2 grid of ``benchmarks/time_to_best.py`` (24 configurations per
    metal with ``--quick``) runs as one real sweep (:func:`sweep.tune.runner.run_sweep`) on
@@ -18,7 +18,8 @@
 The figure per seed is the compute (sum of the measured ``train_seconds`` of the trials
 replayed so far) until the running best is within 2% of the target's grid best, over the
 target's whole grid compute. A seed that never gets there counts as infinitely late in
-the median. The ratio per target is median(warm) / median(cold); ratios are printed on
+the median. ``--targets`` picks the targets among the ten measured metals (``all``: each of
+them, the other nine as its neighbours). The ratio per target is median(warm) / median(cold); ratios are printed on
 the last lines, with their median over targets (target: at most 0.5).
 """
 
@@ -67,7 +68,7 @@ def grid_table(records, loaded) -> dict[str, dict[str, tuple[float, float]]]:
 def replay(grid_text: str, table: dict, target: str, seed: int, samples: int, warm_from: dict | None) -> list:
     """Replay TPE on the measured ``table`` for ``target``; returns [(mae, compute)] in trial order.
 
-    ``warm_from`` maps (model, task, element) to (best value, params) of finished neighbours
+    ``warm_from`` maps (model, task, element) to the finished neighbours' results, [(value, params)]
     (None: a cold search).
     """
     from sweep.tune.search import SPEC_KEY, GroupedSearcher, point_key
@@ -103,12 +104,8 @@ def compare(grid_text: str, table: dict, targets, seeds: int, samples: int) -> l
     out = []
     for target in targets:
         grid_compute = sum(c for _, c in table[target].values())
-        warm_from = {}
-        for element, rows in table.items():
-            if element == target:
-                continue
-            key = min(rows, key=lambda k: rows[k][0])
-            warm_from[("flare", "grid", element)] = (rows[key][0], json.loads(key))
+        warm_from = {("flare", "grid", element): [(mae, json.loads(key)) for key, (mae, _) in rows.items()]
+                     for element, rows in table.items() if element != target}
         row = {"target": target, "grid_best": bests[target][0], "grid_compute": grid_compute, "cold": [], "warm": []}
         for seed in range(seeds):
             row["cold"].append(fraction_to_best(replay(grid_text, table, target, seed, samples, None),
@@ -143,6 +140,8 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--frames", type=int, default=100, help="frames per temperature (embedded default: 100)")
     parser.add_argument("--samples", type=int, default=8, help="TPE trials per target (a third of the quick grid)")
+    parser.add_argument("--targets", default=",".join(TARGETS),
+                        help=f"comma-separated targets among {', '.join((*TARGETS, *NEIGHBOURS))}, or 'all'")
     args = parser.parse_args()
 
     import ray
@@ -155,6 +154,9 @@ def main() -> None:
     from time_to_best import space_text
 
     elements = [*TARGETS, *NEIGHBOURS]
+    targets = elements if args.targets == "all" else args.targets.split(",")
+    if unknown := sorted(set(targets) - set(elements)):
+        raise SystemExit(f"--targets: {', '.join(unknown)} not among the measured metals {', '.join(elements)}")
     grid_text = space_text("flare", None, args.quick, elements)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -172,7 +174,7 @@ def main() -> None:
             raise SystemExit(f"grid: trial errors {summary.errors}")
         table = grid_table(summary.records, parse_space(grid_text, "grid.yaml"))
 
-    rows = compare(grid_text, table, TARGETS, args.seeds, args.samples)
+    rows = compare(grid_text, table, targets, args.seeds, args.samples)
     print(f"FLARE B2 grid of {len(next(iter(table.values())))} configurations per metal on {', '.join(elements)}; "
           f"TPE {args.samples} trials per target, {args.seeds} seeds, replayed on the measured grid")
     print("| target | grid best (meV/Å) | grid compute (CPU-s) | cold fraction per seed | warm fraction per seed |")

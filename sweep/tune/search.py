@@ -16,15 +16,14 @@ the trial, by :meth:`LoadedSpace.resolve_params`).
   (:mod:`sweep.tune.warm_start`), unless ``search.warm_start`` is false.
 - ASHA, when asked for, runs per group too (:class:`GroupedScheduler`): comparing a Cu
   trial's force error with a Ti trial's would stop the wrong trials. A warm-start point
-  (its spec has ``warm_from``, the neighbour it came from) is never stopped early: it
-  finished as a neighbour's best, and an early rung, decided against the few trials that
+  (its spec has ``warm_from``, the neighbours it came from) is never stopped early: it
+  did well on its neighbours, and an early rung, decided against the few trials that
   reached it first, is no evidence against it. Its results still fill the rungs.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import pickle
 import random
 from typing import Any, Callable
@@ -32,11 +31,11 @@ from typing import Any, Callable
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import Searcher
 
-from sweep.tune.space import ChoiceParam, GridParam, Group, LoadedSpace
+from sweep.tune.space import ChoiceParam, GridParam, Group, LoadedSpace, point_key
 from sweep.tune.warm_start import WarmStarts
 
 SPEC_KEY = "spec"
-#: The spec key of a warm-start point: the neighbouring metal whose best it is.
+#: The spec key of a warm-start point: the neighbouring metal whose best it is, or those it did well on, ``+``-joined.
 WARM_FROM = "warm_from"
 
 
@@ -110,11 +109,6 @@ def _make_searcher(loaded: LoadedSpace, group: Group, index: int):
 
 #: Repeated draws before a group takes an untried grid point instead.
 MAX_REDRAWS = 10
-
-
-def point_key(params: dict) -> str:
-    """A configuration's searched values as one comparable string."""
-    return json.dumps(params, sort_keys=True, default=str)
 
 
 def _grid_points(loaded: LoadedSpace, group: Group) -> list[dict] | None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import math
 from functools import cached_property
 from pathlib import Path
@@ -185,9 +186,10 @@ class SearchSettings(_Strict):
                                                                "(default: a third of num_samples, 2 to 10)")
     seed: int = Field(0, ge=0)
     max_concurrent_trials: int | None = Field(None, ge=1)
-    warm_start: bool = Field(True, description="tpe, optuna-grid: each metal first tries the best configurations "
-                                               "of its nearest finished neighbours (sweep.tune.warm_start)")
-    warm_neighbours: int = Field(3, ge=1, description="warm start: how many neighbours' best points to try")
+    warm_start: bool = Field(True, description="tpe, optuna-grid: each metal first tries what did best on its "
+                                               "nearest finished neighbours (sweep.tune.warm_start)")
+    warm_neighbours: int = Field(3, ge=1, description="warm start: how many neighbours to learn from, and at most "
+                                                      "how many of their points to try")
 
     def tpe_startup(self) -> int:
         """Optuna's ``n_startup_trials`` for this search."""
@@ -297,6 +299,11 @@ def _loc(parts: tuple) -> str:
         else:
             out.append(str(part))
     return ".".join(out) or "space"
+
+
+def point_key(params: dict) -> str:
+    """A configuration's searched values as one comparable string."""
+    return json.dumps(params, sort_keys=True, default=str)
 
 
 class Group(BaseModel):

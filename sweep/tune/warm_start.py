@@ -11,14 +11,24 @@ Optuna-grid search of one metal starts from what worked for the metals closest t
 
 Two sources of finished work count, always for the same model and task:
 
-- earlier sweeps under the same storage root: the best finished ledger record of each metal;
-- this sweep: a metal's best so far, once it has at least the search's startup number of
-  results (before that its best is a random draw).
+- earlier sweeps under the same storage root: every finished ledger record of each metal;
+- this sweep: a metal's results so far, once it has at least the search's startup number of
+  them (before that its best is a random draw).
 
-A neighbour's point is enqueued in the target metal's Optuna study (``enqueue_trial``,
-Optuna's own mechanism, which Ray's ``points_to_evaluate`` uses too) once, when the
-target's next trial is suggested, and only when it lies in the target's own search space.
-It counts against the target's budget: it is one of its trials.
+From the ``warm_neighbours`` nearest metals with results, a target tries, in order:
+
+1. the best point of the nearest one;
+2. the points that at least two of them tried, by their mean regret over those that did
+   (a neighbour's regret at a point: how much worse than its own best, as a fraction of it).
+   A single neighbour's best is one noisy draw (on the embedded data a configuration's
+   validation error moves by far more than 2% from seed to seed); what several neighbours
+   agree on is not;
+3. the best points of the others, closest first;
+
+up to ``warm_neighbours`` points. A point is enqueued in the target metal's Optuna study
+(``enqueue_trial``, Optuna's own mechanism, which Ray's ``points_to_evaluate`` uses too)
+once, when the target's next trial is suggested, and only when it lies in the target's own
+search space. It counts against the target's budget: it is one of its trials.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from sweep.elements import get_element
-from sweep.tune.space import ChoiceParam, GridParam, LoadedSpace, RangeParam
+from sweep.tune.space import ChoiceParam, GridParam, LoadedSpace, RangeParam, point_key
 
 
 def closeness(target: str, other: str) -> tuple:
@@ -73,72 +83,96 @@ def better(a: float, b: float, mode: str) -> bool:
     return a < b if mode == "min" else a > b
 
 
-@dataclass
-class _Results:
-    """One (model, task, element)'s results: count and best so far."""
+#: A neighbour's results: (metric value, params) of every finished trial.
+Results = list[tuple[float, dict[str, Any]]]
+#: How a warm point made of several neighbours' results names them (``warm_from``).
+SOURCES_JOIN = "+"
 
-    count: int = 0
-    best: tuple[float, dict[str, Any]] | None = None
+
+def regret(value: float, best: float, mode: str) -> float:
+    """How much worse ``value`` is than ``best`` under ``mode``, as a fraction of ``|best|`` (absolute at 0)."""
+    gap = value - best if mode == "min" else best - value
+    return gap / abs(best) if best else gap
 
 
 @dataclass
 class WarmStarts:
-    """The best configurations of finished neighbours, by (model, task, element)."""
+    """Finished neighbours' results, by (model, task, element); offers a metal's warm-start points."""
 
     mode: str = "min"
     neighbours: int = 3
     min_results: int = 1
-    earlier: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = field(default_factory=dict)
-    current: dict[tuple[str, str, str], _Results] = field(default_factory=dict)
+    earlier: dict[tuple[str, str, str], Results] = field(default_factory=dict)
+    current: dict[tuple[str, str, str], Results] = field(default_factory=dict)
 
     def add_result(self, model: str, task: str, element: str, params: dict[str, Any], value: float) -> None:
         """Record one finished trial of this sweep."""
-        results = self.current.setdefault((model, task, element), _Results())
-        results.count += 1
-        if results.best is None or better(value, results.best[0], self.mode):
-            results.best = (value, dict(params))
+        self.current.setdefault((model, task, element), []).append((value, dict(params)))
 
-    def _best(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
-        mine = self.current.get(key)
-        options = []
-        if mine is not None and mine.best is not None and mine.count >= self.min_results:
-            options.append(mine.best)
-        if key in self.earlier:
-            options.append(self.earlier[key])
-        if not options:
-            return None
-        best = options[0]
-        for option in options[1:]:
-            if better(option[0], best[0], self.mode):
-                best = option
-        return best[1]
+    def _results(self, key: tuple[str, str, str]) -> Results:
+        mine = self.current.get(key, [])
+        return [*self.earlier.get(key, []), *(mine if len(mine) >= self.min_results else [])]
+
+    def _in_space(self, results: Results, searched: dict[str, Any]) -> dict[str, tuple[float, dict[str, Any]]]:
+        """Per point of ``searched`` (by point_key): the best value there and the point; the rest left out."""
+        out: dict[str, tuple[float, dict[str, Any]]] = {}
+        for value, params in results:
+            point = in_space(params, searched)
+            if point is None:
+                continue
+            key = point_key(point)
+            if key not in out or better(value, out[key][0], self.mode):
+                out[key] = (value, point)
+        return out
 
     def candidates(self, model: str, task: str, element: str,
                    searched: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        """(neighbour, its best point) of ``element``'s nearest ``neighbours`` that have one, closest first.
+        """(source, point) pairs for ``element`` in the order of the module docstring, at most ``neighbours``.
 
-        Only points in ``element``'s own space count; a point two neighbours share is offered once.
+        The source of a neighbour's best is its symbol; that of a point several neighbours
+        tried, their symbols joined by ``+``. Only points in ``element``'s own space count.
         """
         known = {k[2] for k in (*self.earlier, *self.current) if k[:2] == (model, task)}
-        out: list[tuple[str, dict[str, Any]]] = []
+        nearest = []
         for other in neighbours_first(element, sorted(known)):
-            best = self._best((model, task, other))
-            if best is None:
-                continue
-            point = in_space(best, searched)
-            if point is not None and point not in [p for _, p in out]:
-                out.append((other, point))
+            results = self._results((model, task, other))
+            if results:
+                nearest.append((other, results))
+            if len(nearest) >= self.neighbours:
+                break
+        tried: dict[str, dict[str, float]] = {}  # point key -> {neighbour: its regret there}
+        points, bests = {}, []
+        for other, results in nearest:
+            own_best = min(v for v, _ in results) if self.mode == "min" else max(v for v, _ in results)
+            here = self._in_space(results, searched)
+            for key, (value, point) in here.items():
+                tried.setdefault(key, {})[other] = regret(value, own_best, self.mode)
+                points[key] = point
+            if here:
+                best_key = min(here, key=lambda k: tried[k][other])
+                if tried[best_key][other] == 0:  # its overall best lies in the space
+                    bests.append((other, best_key))
+        agreed = sorted((k for k, by in tried.items() if len(by) >= 2),
+                        key=lambda k: sum(tried[k].values()) / len(tried[k]))
+        order = [(src, key) for src, key in bests[:1]]
+        order += [(SOURCES_JOIN.join(tried[key]), key) for key in agreed]
+        order += [(src, key) for src, key in bests[1:]]
+        out: list[tuple[str, dict[str, Any]]] = []
+        for source, key in order:
+            if key not in {k for k, _ in out}:
+                out.append((key, source))
             if len(out) >= self.neighbours:
                 break
-        return out
+        return [(source, points[key]) for key, source in out]
 
 
-def earlier_bests(root: Path, this_sweep: str, metric: str, mode: str) -> dict[tuple[str, str, str], tuple]:
-    """The best finished ledger record per (model, task, element) of every other sweep under ``root``."""
+def earlier_results(root: Path, this_sweep: str, metric: str) -> dict[tuple[str, str, str], Results]:
+    """Every finished ledger record's (value, params) per (model, task, element), of every other sweep under
+    ``root``."""
     from sweep.errors import InputError
     from sweep.tune.ledger import Ledger
 
-    out: dict[tuple[str, str, str], tuple[float, dict[str, Any]]] = {}
+    out: dict[tuple[str, str, str], Results] = {}
     for sweep_dir in sorted(p.parent for p in Path(root).glob("*/ledger")):
         if sweep_dir.name == this_sweep:
             continue
@@ -149,9 +183,8 @@ def earlier_bests(root: Path, this_sweep: str, metric: str, mode: str) -> dict[t
         for record in records:
             if record.status != "finished" or metric not in record.metrics:
                 continue
-            key, value = (record.model, record.task, record.element), float(record.metrics[metric])
-            if key not in out or better(value, out[key][0], mode):
-                out[key] = (value, record.params)
+            out.setdefault((record.model, record.task, record.element), []).append(
+                (float(record.metrics[metric]), record.params))
     return out
 
 
@@ -162,5 +195,5 @@ def warm_starts_for(loaded: LoadedSpace, root: Path | None, sweep_name: str) -> 
         return None
     warm = WarmStarts(mode=loaded.space.mode, neighbours=search.warm_neighbours, min_results=search.tpe_startup())
     if root is not None:
-        warm.earlier = earlier_bests(root, sweep_name, loaded.space.metric, loaded.space.mode)
+        warm.earlier = earlier_results(root, sweep_name, loaded.space.metric)
     return warm

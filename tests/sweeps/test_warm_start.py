@@ -6,7 +6,7 @@ import pytest
 
 from sweep.tune.ledger import Ledger, LedgerRecord
 from sweep.tune.search import SPEC_KEY, GroupedSearcher
-from sweep.tune.space import parse_space
+from sweep.tune.space import parse_space, point_key
 from sweep.tune.warm_start import in_space, neighbours_first, warm_starts_for
 
 SPACE = """
@@ -86,6 +86,36 @@ def test_an_earlier_sweeps_best_seeds_the_first_trial_and_the_flag_turns_it_off(
     assert {"r_cut": 5.5, "n_max": 6, "zeta": 1} not in [spec["params"] for _, spec in off]
 
 
+POINTS = [{"r_cut": r, "n_max": n, "zeta": z} for r in (3.5, 4.0, 4.5, 5.0, 5.5) for n in (3, 4, 5, 6) for z in (1, 2)]
+AGREED, RUNNER_UP = {"r_cut": 4.5, "n_max": 5, "zeta": 2}, {"r_cut": 5.5, "n_max": 5, "zeta": 2}
+BESTS = {e: {"r_cut": r, "n_max": 6, "zeta": 1} for e, r in (("Ag", 3.5), ("Au", 4.0), ("Ni", 5.0))}
+
+
+def _table(element: str, scale: float) -> list[tuple[float, dict]]:
+    """A neighbour's results over the whole SPACE grid: its own best, AGREED 5% and RUNNER_UP 10% worse, the rest
+    50% and more."""
+    off = {point_key(BESTS[element]): 0.0, point_key(AGREED): 0.05, point_key(RUNNER_UP): 0.1}
+    return [(scale * (1 + off.get(point_key(p), 0.5 + 0.01 * i)), p) for i, p in enumerate(POINTS)]
+
+
+def test_after_the_nearest_neighbours_best_come_the_points_its_neighbours_agree_on():
+    from sweep.tune.warm_start import WarmStarts
+
+    searched = parse_space(SPACE.format(warm="true"), "s.yaml").searched(0)
+    # scales a hundredfold apart: regret is relative to each neighbour's own best
+    scales = {"Ag": 0.01, "Au": 1.0, "Ni": 0.1}
+    warm = WarmStarts(neighbours=3, earlier={("flare", "grid", e): _table(e, s) for e, s in scales.items()})
+    assert warm.candidates("flare", "grid", "Cu", searched) == [
+        ("Ag", BESTS["Ag"]),  # the nearest one's best first (group 11, lighter than Au)
+        ("Ag+Au+Ni", AGREED),  # 5% off each one's best: nobody's best, best on average
+        ("Ag+Au+Ni", RUNNER_UP),  # 10% off
+    ]
+    # neighbours that tried no point in common agree on nothing: their bests, closest first
+    sparse = WarmStarts(neighbours=3, earlier={("flare", "grid", e): [(s, BESTS[e]), (2 * s, POINTS[i])]
+                                               for i, (e, s) in enumerate(scales.items())})
+    assert sparse.candidates("flare", "grid", "Cu", searched) == [(e, BESTS[e]) for e in ("Ag", "Au", "Ni")]
+
+
 def test_grid_search_takes_no_warm_start(tmp_path):
     loaded = parse_space(SPACE.format(warm="true").replace("algorithm: tpe", "algorithm: grid")
                          .replace("choice: [1, 2]", "grid: [1, 2]"), "s.yaml")
@@ -102,7 +132,7 @@ def test_bad_warm_start_settings_name_the_field(bad):
 
 
 def test_an_unreadable_earlier_sweep_is_skipped_not_fatal(tmp_path):
-    from sweep.tune.warm_start import earlier_bests
+    from sweep.tune.warm_start import earlier_results
 
     good = {"r_cut": 5.5, "n_max": 6, "zeta": 1}
     Ledger(tmp_path / "good").put(LedgerRecord(
@@ -113,8 +143,8 @@ def test_an_unreadable_earlier_sweep_is_skipped_not_fatal(tmp_path):
         metrics={"val_forces_mae": 0.01}, work_dir="w", finished_at=1.0))
     (tmp_path / "broken" / "ledger").mkdir(parents=True)
     (tmp_path / "broken" / "ledger" / "x.json").write_text("{not json")
-    found = earlier_bests(tmp_path, "now", "val_forces_mae", "min")
-    assert found == {("flare", "grid", "Au"): (0.05, good)}  # neither the stopped trial nor the broken sweep
+    found = earlier_results(tmp_path, "now", "val_forces_mae")
+    assert found == {("flare", "grid", "Au"): [(0.05, good)]}  # neither the stopped trial nor the broken sweep
 
 
 def test_the_no_warm_start_choice_is_saved_with_the_sweep_and_kept_when_it_continues(tmp_path):
