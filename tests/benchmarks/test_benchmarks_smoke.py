@@ -93,6 +93,17 @@ def test_fraction_to_best():
     assert ttb.fraction_to_best(rows[:1], target=5.0, grid_compute=10.0) == (pytest.approx(0.1), False)
 
 
+def test_random_order_needs_half_the_grid_for_a_single_winner():
+    ttb = _load("time_to_best")
+    grid = [{"mae": 5.0 + i, "compute": 1.0} for i in range(24)]  # one configuration within 2%
+    assert ttb.random_order_fraction(grid, target=5.0) == (1, pytest.approx((23 / 2 + 1) / 24))
+    # the winner costs 5 of the 28: the other 23 come before it half the time
+    grid[0]["compute"] = 5.0
+    assert ttb.random_order_fraction(grid, target=5.0) == (1, pytest.approx((23 / 2 + 5) / 28))
+    # every configuration within reach: the first one does, at its mean cost
+    assert ttb.random_order_fraction(grid, target=100.0) == (24, pytest.approx(1 / 24))
+
+
 def test_flare_sharing_space_and_ledger_comparison():
     from sweep.tune.ledger import LedgerRecord
     from sweep.tune.space import parse_space
