@@ -157,13 +157,10 @@ class WarmStarts:
         order = [(src, key) for src, key in bests[:1]]
         order += [(SOURCES_JOIN.join(tried[key]), key) for key in agreed]
         order += [(src, key) for src, key in bests[1:]]
-        out: list[tuple[str, dict[str, Any]]] = []
+        chosen: dict[str, str] = {}  # point key -> source, first mention kept, in order
         for source, key in order:
-            if key not in {k for k, _ in out}:
-                out.append((key, source))
-            if len(out) >= self.neighbours:
-                break
-        return [(source, points[key]) for key, source in out]
+            chosen.setdefault(key, source)
+        return [(source, points[key]) for key, source in list(chosen.items())[:self.neighbours]]
 
 
 def earlier_results(root: Path, this_sweep: str, metric: str) -> dict[tuple[str, str, str], Results]:
