@@ -19,8 +19,9 @@ The figure per seed is the compute (sum of the measured ``train_seconds`` of the
 replayed so far) until the running best is within 2% of the target's grid best, over the
 target's whole grid compute. A seed that never gets there counts as infinitely late in
 the median. ``--targets`` picks the targets among the ten measured metals (``all``: each of
-them, the other nine as its neighbours). The ratio per target is median(warm) / median(cold); ratios are printed on
-the last lines, with their median over targets (target: at most 0.5).
+them, the other nine as its neighbours). The ratio per target is median(warm) /
+median(cold); ratios are printed on the last lines, with their median over targets
+(target: at most 0.5).
 """
 
 from __future__ import annotations
