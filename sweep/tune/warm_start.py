@@ -104,6 +104,10 @@ class WarmStarts:
     min_results: int = 1
     earlier: dict[tuple[str, str, str], Results] = field(default_factory=dict)
     current: dict[tuple[str, str, str], Results] = field(default_factory=dict)
+    #: per (neighbour, target): the neighbour's result count and its regret table in the target's space.
+    #: candidates runs on every suggest; results only grow, so an unchanged count means an unchanged table.
+    _regrets: dict[tuple, tuple[int, dict[str, tuple[float, dict[str, Any]]]]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def add_result(self, model: str, task: str, element: str, params: dict[str, Any], value: float) -> None:
         """Record one finished trial of this sweep."""
@@ -113,17 +117,27 @@ class WarmStarts:
         mine = self.current.get(key, [])
         return [*self.earlier.get(key, []), *(mine if len(mine) >= self.min_results else [])]
 
-    def _in_space(self, results: Results, searched: dict[str, Any]) -> dict[str, tuple[float, dict[str, Any]]]:
-        """Per point of ``searched`` (by point_key): the best value there and the point; the rest left out."""
-        out: dict[str, tuple[float, dict[str, Any]]] = {}
+    def _regret_table(self, neighbour: tuple[str, str, str], target: str, results: Results,
+                      searched: dict[str, Any]) -> dict[str, tuple[float, dict[str, Any]]]:
+        """Per point of ``target``'s space (``searched``, by point_key) the neighbour tried: its regret there
+        (at its best value there) and the point."""
+        cached = self._regrets.get((neighbour, target))
+        if cached is not None and cached[0] == len(results):
+            return cached[1]
+        own_best = results[0][0]
+        best_here: dict[str, tuple[float, dict[str, Any]]] = {}
         for value, params in results:
+            if better(value, own_best, self.mode):
+                own_best = value
             point = in_space(params, searched)
             if point is None:
                 continue
             key = point_key(point)
-            if key not in out or better(value, out[key][0], self.mode):
-                out[key] = (value, point)
-        return out
+            if key not in best_here or better(value, best_here[key][0], self.mode):
+                best_here[key] = (value, point)
+        table = {key: (regret(value, own_best, self.mode), point) for key, (value, point) in best_here.items()}
+        self._regrets[(neighbour, target)] = (len(results), table)
+        return table
 
     def candidates(self, model: str, task: str, element: str,
                    searched: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -143,14 +157,13 @@ class WarmStarts:
         tried: dict[str, dict[str, float]] = {}  # point key -> {neighbour: its regret there}
         points, bests = {}, []
         for other, results in nearest:
-            own_best = min(v for v, _ in results) if self.mode == "min" else max(v for v, _ in results)
-            here = self._in_space(results, searched)
-            for key, (value, point) in here.items():
-                tried.setdefault(key, {})[other] = regret(value, own_best, self.mode)
+            here = self._regret_table((model, task, other), element, results, searched)
+            for key, (loss, point) in here.items():
+                tried.setdefault(key, {})[other] = loss
                 points[key] = point
             if here:
-                best_key = min(here, key=lambda k: tried[k][other])
-                if tried[best_key][other] == 0:  # its overall best lies in the space
+                best_key = min(here, key=lambda k: here[k][0])
+                if here[best_key][0] == 0:  # its overall best lies in the space
                     bests.append((other, best_key))
         agreed = sorted((k for k, by in tried.items() if len(by) >= 2),
                         key=lambda k: sum(tried[k].values()) / len(tried[k]))

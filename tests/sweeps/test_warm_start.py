@@ -110,6 +110,9 @@ def test_after_the_nearest_neighbours_best_come_the_points_its_neighbours_agree_
         ("Ag+Au+Ni", AGREED),  # 5% off each one's best: nobody's best, best on average
         ("Ag+Au+Ni", RUNNER_UP),  # 10% off
     ]
+    # a new best for Ag in this sweep goes first at the next call (tables are kept between calls)
+    warm.add_result("flare", "grid", "Ag", POINTS[0], 0.001)
+    assert warm.candidates("flare", "grid", "Cu", searched)[0] == ("Ag", POINTS[0])
     # neighbours that tried no point in common agree on nothing: their bests, closest first
     sparse = WarmStarts(neighbours=3, earlier={("flare", "grid", e): [(s, BESTS[e]), (2 * s, POINTS[i])]
                                                for i, (e, s) in enumerate(scales.items())})
