@@ -100,7 +100,8 @@ def potentials() -> None:
     table = Table("element", "pair style", "files", "fallback", "MD T scale", "MD driven by", "citation",
                   title="classical potentials (drive the MD unless named otherwise; label with --labeller classical)")
     for p in potential_table():
-        driver = "" if p.md_driver == "classical" else f"{md_potential_name(p)}, {p.md_timestep_fs:g} fs steps"
+        driver = "" if p.md_driver == "classical" else \
+            f"{md_potential_name(p, p.md_driven[0])} ({', '.join(p.md_driven)}), {p.md_timestep_fs:g} fs steps"
         table.add_row(p.element, p.pair_style, ", ".join(p.files), "yes" if p.fallback else "",
                       f"{p.md_temperature_scale:g}", driver, p.citation)
     console.print(table)

