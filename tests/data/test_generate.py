@@ -406,7 +406,7 @@ def test_cold_and_warm_stay_crystalline_and_melt_is_liquid(demo_md, element):
 
 
 @pytest.mark.full_table
-@pytest.mark.timeout(3600)  # a metal whose melt a labeller drives (Ir): about 11 min on 2 shared cores
+@pytest.mark.timeout(3600)  # a metal whose melt a labeller drives (Ir): 17 min on 2 cores (2026-12-07)
 @pytest.mark.parametrize("element", SYMBOLS)
 def test_every_metal_has_its_three_phases(tmp_path, element):
     collection = generate_archive(tmp_path, [element], frames_per_temperature=DEMO_FRAMES, seed=0, progress=False,
